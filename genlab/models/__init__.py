@@ -1,0 +1,5 @@
+from genlab.models.base import GenerativeModule
+from genlab.models.gan import GAN
+from genlab.models.vae import VAE
+
+__all__ = ["GAN", "VAE", "GenerativeModule"]

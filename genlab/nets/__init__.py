@@ -1,0 +1,3 @@
+from genlab.nets.mlp import MLPDecoder, MLPEncoder
+
+__all__ = ["MLPDecoder", "MLPEncoder"]

@@ -1,0 +1,86 @@
+"""MLP encoders and decoders sized from `image_size` and `channels`.
+
+`MLPEncoder` serves as VAE encoder trunk and as GAN discriminator; `MLPDecoder` as VAE decoder and
+GAN generator. Images are `[B, C, H, W]`.
+"""
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from genlab.errors import check_choice
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU, "silu": nn.SiLU}
+OUTPUTS = {"none": nn.Identity, "tanh": nn.Tanh}
+
+
+def _activation(name: str) -> nn.Module:
+    check_choice("activation", name, ACTIVATIONS)
+    return ACTIVATIONS[name]()
+
+
+def mlp_layers(dims: Sequence[int], activation: str, batch_norm: bool = False, dropout: float = 0.0) -> list:
+    """Linear -> [BatchNorm] -> activation -> [Dropout] for each consecutive pair in `dims`."""
+    layers: list[nn.Module] = []
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        layers.append(nn.Linear(d_in, d_out, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(d_out))
+        layers.append(_activation(activation))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return layers
+
+
+class MLPEncoder(nn.Module):
+    """`[B, C, H, W]` -> `[B, out_dim]`, or the last hidden features `[B, hidden_dims[-1]]` if `out_dim` is None."""
+
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        hidden_dims: Sequence[int],
+        out_dim: int | None = None,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        dims = [channels * image_size * image_size, *hidden_dims]
+        layers = mlp_layers(dims, activation, dropout=dropout)
+        if out_dim is not None:
+            layers.append(nn.Linear(dims[-1], out_dim))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim if out_dim is not None else dims[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))  # (B, C, H, W) -> (B, C*H*W) -> (B, out_dim)
+
+
+class MLPDecoder(nn.Module):
+    """`[B, latent_dim]` -> `[B, C, H, W]`; `output` none (raw, e.g. logits) or tanh (in [-1, 1])."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        channels: int,
+        image_size: int,
+        hidden_dims: Sequence[int],
+        activation: str = "relu",
+        batch_norm: bool = False,
+        output: str = "none",
+    ) -> None:
+        super().__init__()
+        check_choice("output", output, OUTPUTS)
+        self.shape = (channels, image_size, image_size)
+        dims = [latent_dim, *hidden_dims]
+        layers = mlp_layers(dims, activation, batch_norm=batch_norm)
+        self.net = nn.Sequential(
+            *layers, nn.Linear(dims[-1], channels * image_size * image_size), OUTPUTS[output]()
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(z.shape[0], *self.shape)  # (B, C*H*W) -> (B, C, H, W)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
