@@ -26,9 +26,7 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
-        grid = make_grid(
-            model_to_unit(pl_module.generate(pl_module.fixed_noise)).cpu(), nrow=self.nrow, padding=2
-        )
+        grid = make_grid(model_to_unit(pl_module.generate(pl_module.fixed_noise)).cpu(), nrow=self.nrow, padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{epoch:03d}.png")
         log_image(trainer.loggers, "samples", grid, trainer.global_step)

@@ -22,7 +22,7 @@ def _activation(name: str) -> nn.Module:
 def mlp_layers(dims: Sequence[int], activation: str, batch_norm: bool = False, dropout: float = 0.0) -> list:
     """Linear -> [BatchNorm] -> activation -> [Dropout] for each consecutive pair in `dims`."""
     layers: list[nn.Module] = []
-    for d_in, d_out in zip(dims[:-1], dims[1:]):
+    for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
         layers.append(nn.Linear(d_in, d_out, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm1d(d_out))
@@ -74,9 +74,7 @@ class MLPDecoder(nn.Module):
         self.shape = (channels, image_size, image_size)
         dims = [latent_dim, *hidden_dims]
         layers = mlp_layers(dims, activation, batch_norm=batch_norm)
-        self.net = nn.Sequential(
-            *layers, nn.Linear(dims[-1], channels * image_size * image_size), OUTPUTS[output]()
-        )
+        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], channels * image_size * image_size), OUTPUTS[output]())
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(z.shape[0], *self.shape)  # (B, C*H*W) -> (B, C, H, W)

@@ -57,9 +57,7 @@ def _print_outputs(output_dir: Path, trainer: L.Trainer) -> None:
     ckpt = trainer.checkpoint_callback
     lines = [f"Run directory: {output_dir}"]
     if ckpt is not None:
-        lines.append(
-            f"  checkpoints: {ckpt.dirpath} (best: {Path(ckpt.best_model_path).name or '-'}, last.ckpt)"
-        )
+        lines.append(f"  checkpoints: {ckpt.dirpath} (best: {Path(ckpt.best_model_path).name or '-'}, last.ckpt)")
     for sub in ("samples", "reconstructions"):
         pngs = sorted((output_dir / sub).glob("*.png"))
         if pngs:

@@ -8,6 +8,4 @@ def instantiate_group(cfg: DictConfig | None) -> list:
     """`{name: {_target_: ...}, ...}` -> list of objects (entries without `_target_`, or null, are skipped)."""
     if not cfg:
         return []
-    return [
-        instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry
-    ]
+    return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]

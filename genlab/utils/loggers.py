@@ -33,9 +33,7 @@ def wandb_logger(
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if _has_wandb_key() else "offline")
         if mode == "offline":
-            log.info(
-                "W&B: no API key found, logging offline to %s/wandb (sync later with `wandb sync`)", save_dir
-            )
+            log.info("W&B: no API key found, logging offline to %s/wandb (sync later with `wandb sync`)", save_dir)
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(
         project=project,

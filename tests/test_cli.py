@@ -1,0 +1,87 @@
+"""`python -m genlab` end to end, in subprocesses, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAST = ["debug=fast", "callbacks.progress_bar.refresh_rate=0"]
+
+
+def genlab(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    run_env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data"), **(env or {})}
+    run_env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "genlab", *args], capture_output=True, text=True, env=run_env, timeout=300
+    )
+
+
+def run_dir_of(tmp_path: Path) -> Path:
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("model", ["vae", "wgan"])
+def test_fast_run_writes_checkpoint_grids_and_metrics(tmp_path, model):
+    out = run_dir_of(tmp_path)
+    proc = genlab(tmp_path, f"model={model}", *FAST, f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((out / "checkpoints").glob("best-epoch*.ckpt"))
+    assert (out / "samples" / "epoch_000.png").is_file()
+    assert (out / "reconstructions" / "epoch_000.png").is_file() == (model == "vae")
+    metrics = json.loads((out / "metrics.json").read_text())
+    monitor = "test/nelbo" if model == "vae" else "test/wasserstein"
+    assert monitor in metrics and isinstance(metrics[monitor], float)
+    assert "train/d_loss_epoch" in metrics if model == "wgan" else "train/loss_epoch" in metrics
+    assert (out / "metrics.csv").is_file() and (out / ".hydra" / "config.yaml").is_file()
+    assert f"Run directory: {out}" in proc.stdout + proc.stderr
+
+
+def test_wandb_offline_without_api_key_writes_its_files(tmp_path):
+    out = run_dir_of(tmp_path)
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_DIR": "", "WANDB_SILENT": "true"}
+    proc = genlab(tmp_path, "model=gan", "logger=[csv,wandb]", *FAST, f"hydra.run.dir={out}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((out / "wandb").iterdir()) if (out / "wandb").exists() else "no wandb dir"
+    assert list(runs[0].glob("run-*.wandb")) and (runs[0] / "files").is_dir()
+    assert (out / "metrics.csv").is_file()  # both loggers ran
+
+
+def test_tensorboard_logger_writes_events(tmp_path):
+    out = run_dir_of(tmp_path)
+    proc = genlab(tmp_path, "model=vae", "logger=tensorboard", *FAST, f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_help_lists_the_config_groups(tmp_path):
+    proc = genlab(tmp_path, "--help")
+    assert proc.returncode == 0
+    for group in ("model: gan, vae, wgan", "data:", "trainer:", "logger:", "experiment:", "debug: fast"):
+        assert group in proc.stdout, group
+
+
+def test_unknown_option_is_rejected_with_the_valid_choices(tmp_path):
+    proc = genlab(tmp_path, "model=nope")
+    assert proc.returncode != 0
+    assert "Could not find 'model/nope'" in proc.stderr and "Available options in 'model'" in proc.stderr
+
+
+def test_missing_dataset_offline_is_one_clear_error(tmp_path):
+    proc = genlab(tmp_path, "data=mnist", "data.download=false", *FAST, f"hydra.run.dir={run_dir_of(tmp_path)}")
+    assert proc.returncode == 1
+    assert "genlab: error: dataset 'mnist' not found in" in proc.stderr
+    assert str(tmp_path / "no_data" / "MNIST" / "raw") in proc.stderr
+    assert "train-images-idx3-ubyte" in proc.stderr and "GENLAB_DATA_DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_value_names_the_value_and_the_choices(tmp_path):
+    proc = genlab(tmp_path, "model=vae", "model.recon_loss=l1", *FAST, f"hydra.run.dir={run_dir_of(tmp_path)}")
+    assert proc.returncode == 1
+    assert "model.recon_loss='l1' is not supported; expected one of: 'bce', 'mse'" in proc.stderr
+    assert "Traceback" not in proc.stderr

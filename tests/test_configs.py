@@ -1,0 +1,94 @@
+"""Every config composes, and every model x dataset pair instantiates with sizes flowing from the data."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
+LOGGERS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
+
+
+def test_the_issue_config_groups_exist():
+    assert {"vae", "gan", "wgan"} <= set(MODELS)
+    assert {"digits", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder", "dsprites"} <= set(DATASETS)
+    assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(TRAINERS)
+    assert {"csv", "tensorboard", "wandb"} <= set(LOGGERS)
+    assert "demo" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("data", DATASETS)
+def test_model_and_data_compose_and_instantiate(make_cfg, model, data):
+    extra = ["data.root=/nonexistent"] if data == "image_folder" else []  # its root is required (???)
+    cfg = make_cfg(f"model={model}", f"data={data}", *extra)
+    datamodule = instantiate(cfg.data)  # constructing loads nothing: no files needed
+    net = instantiate(cfg.model)
+    size, channels = cfg.data.image_size, cfg.data.channels
+    assert (datamodule.image_size, datamodule.channels) == (size, channels)
+    x = net.sample(3)
+    assert x.shape == (3, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    if hasattr(net, "encode"):
+        assert net.encode(torch.rand(3, channels, size, size) * 2 - 1).shape == (3, net.latent_dim)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_trainer_configs_compose(make_cfg, trainer):
+    cfg = make_cfg(f"trainer={trainer}")
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    assert cfg.trainer.default_root_dir == cfg.paths.output_dir
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    instantiate(cfg.model)
+    instantiate(cfg.data)
+
+
+def test_sizes_flow_from_data_to_model(make_cfg):
+    cfg = make_cfg("model=vae", "data=cifar10", "data.image_size=24")
+    assert cfg.model.encoder.image_size == 24 and cfg.model.encoder.channels == 3
+    assert cfg.model.decoder.latent_dim == cfg.model.latent_dim
+    assert instantiate(cfg.model).sample(2).shape == (2, 3, 24, 24)
+
+
+def test_wgan_is_the_papers_algorithm(make_cfg):
+    cfg = make_cfg("model=wgan")
+    m = instantiate(cfg.model)
+    assert (m.loss, m.n_critic, m.clip_value, m.lr_d, m.lr_g) == ("wasserstein", 5, 0.01, 5e-5, 5e-5)
+    opt_g, opt_d = m.configure_optimizers()
+    assert isinstance(opt_g, torch.optim.RMSprop) and isinstance(opt_d, torch.optim.RMSprop)
+
+
+def test_gan_has_separate_lrs_and_betas(make_cfg):
+    cfg = make_cfg("model=gan", "model.lr_d=1e-4", "model.optimizer_g.betas=[0.0,0.9]")
+    opt_g, opt_d = instantiate(cfg.model).configure_optimizers()
+    assert opt_g.defaults["lr"] == 2e-4 and opt_d.defaults["lr"] == 1e-4
+    assert tuple(opt_g.defaults["betas"]) == (0.0, 0.9) and tuple(opt_d.defaults["betas"]) == (0.5, 0.999)
+
+
+def test_unknown_choice_is_rejected_with_the_valid_options(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="Available options") as err:
+        make_cfg("model=nope")
+    assert "vae" in str(err.value) and "wgan" in str(err.value)
+
+
+def test_run_dirs_follow_task_name_and_time(make_cfg):
+    cfg = make_cfg("task_name=abc")
+    assert cfg.hydra.run.dir.startswith(cfg.paths.log_dir + "/abc/")
+    assert "/abc/multirun/" in cfg.hydra.sweep.dir
+
+
+def test_data_dir_comes_from_the_environment(monkeypatch, make_cfg):
+    monkeypatch.setenv("GENLAB_DATA_DIR", "/some/where")
+    assert make_cfg("data=mnist").data.root == "/some/where"
+    monkeypatch.delenv("GENLAB_DATA_DIR")
+    assert make_cfg("data=mnist").data.root == str(Path(__file__).resolve().parents[1] / "data")
