@@ -51,11 +51,28 @@ def test_wandb_offline_without_api_key_writes_its_files(tmp_path):
     assert (out / "metrics.csv").is_file()  # both loggers ran
 
 
-def test_tensorboard_logger_writes_events(tmp_path):
+def test_multirun_gives_one_wandb_run_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    env = {"HOME": str(tmp_path), "WANDB_MODE": "", "WANDB_SILENT": "true"}
+    proc = genlab(
+        tmp_path, "-m", "model=vae", "model.latent_dim=2,4", "logger=wandb", *FAST, f"hydra.sweep.dir={sweep}", env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    assert "latent_dim: 4" in (sweep / "1" / ".hydra" / "config.yaml").read_text()
+
+
+def test_tensorboard_receives_scalars_and_the_sample_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = run_dir_of(tmp_path)
     proc = genlab(tmp_path, "model=vae", "logger=tensorboard", *FAST, f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    events = EventAccumulator(str(next((out / "tensorboard").rglob("events.out.tfevents.*")).parent)).Reload()
+    assert {"samples", "reconstructions"} <= set(events.Tags()["images"])
+    assert "val/nelbo" in events.Tags()["scalars"]
 
 
 def test_help_lists_the_config_groups(tmp_path):
