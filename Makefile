@@ -27,9 +27,12 @@ test: install ## run the default (offline, CPU) test suite
 test-all: install ## the full suite, slow real-data checks included (GENLAB_DATA_DIR must point at MNIST)
 	$(PY) -m pytest -q -m "not gpu"
 
+bench: install ## benchmarks (data path vs torchvision's per-item pipeline); real MNIST when GENLAB_DATA_DIR is set
+	$(PY) -m benchmarks.data_path
+
 lint: install ## ruff lint and format check
-	$(PY) -m ruff check genlab tests
-	$(PY) -m ruff format --check genlab tests
+	$(PY) -m ruff check genlab tests benchmarks
+	$(PY) -m ruff format --check genlab tests benchmarks
 
 clean: ## remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache outputs/* multirun lightning_logs
