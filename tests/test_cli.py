@@ -102,3 +102,15 @@ def test_bad_config_value_names_the_value_and_the_choices(tmp_path):
     assert proc.returncode == 1
     assert "model.recon_loss='l1' is not supported; expected one of: 'bce', 'mse'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_missing_or_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
+    ckpt = tmp_path / "bad.ckpt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    proc = genlab(tmp_path, f"ckpt_path={ckpt}", *FAST, f"hydra.run.dir={run_dir_of(tmp_path)}")
+    assert proc.returncode == 1
+    expected = "does not exist" if content is None else "is not a valid PyTorch checkpoint"
+    assert f"genlab: error: ckpt_path={ckpt} {expected}" in proc.stderr
+    assert "Traceback" not in proc.stderr

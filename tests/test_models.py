@@ -193,3 +193,9 @@ def test_models_from_config_train_one_step(make_cfg):
         cfg = make_cfg(f"model={model}")
         m = instantiate(cfg.model)
         assert m.latent_dim == cfg.model.latent_dim
+
+
+def test_vae_scheduler_steps_once_per_epoch(tmp_path):
+    vae = tiny_vae(lr=1e-3, scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
+    trainer = fit(vae, tmp_path, max_epochs=3, limit_train_batches=2)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)

@@ -26,15 +26,17 @@ class DSpritesDataModule(GenDataModule):
     The file has no official split: `test_fraction` of it (seed 0) is held out.
     """
 
-    def __init__(self, path: str, factor: str | None = "shape", download: bool = True,
-                 test_fraction: float = 0.1, **kwargs) -> None:
+    def __init__(
+        self, path: str, factor: str | None = "shape", download: bool = True, test_fraction: float = 0.1, **kwargs
+    ) -> None:
         if factor is not None:
             check_choice("data.factor", factor, FACTORS)
         expected = FACTORS[factor] if factor else 0
         num_classes = kwargs.pop("num_classes", expected)
         if num_classes != expected:
-            raise ConfigError(f"data.num_classes={num_classes} does not match data.factor={factor!r}; "
-                              f"expected {expected}")
+            raise ConfigError(
+                f"data.num_classes={num_classes} does not match data.factor={factor!r}; expected {expected}"
+            )
         super().__init__(num_classes=num_classes, **kwargs)
         self.path, self.factor, self.download = Path(path).expanduser(), factor, download
         self.test_fraction = test_fraction

@@ -61,8 +61,10 @@ class CelebADataModule(GenDataModule):
         names = [f"not {attribute}", attribute] if attribute else None
         super().__init__(num_classes=kw.pop("num_classes", num_classes), class_names=names, **kw)
         if self.num_classes != num_classes:
-            raise ConfigError(f"data.num_classes={self.num_classes} does not match data.attribute={attribute!r}; "
-                              f"expected {num_classes}")
+            raise ConfigError(
+                f"data.num_classes={self.num_classes} does not match data.attribute={attribute!r}; "
+                f"expected {num_classes}"
+            )
         self.folder, self.attribute = Path(root).expanduser() / "celeba", attribute
         self.download, self.crop = download, crop
 
@@ -99,8 +101,10 @@ class CelebADataModule(GenDataModule):
         if self.attribute:
             columns, attrs = self._table("list_attr_celeba.txt", header=True)
             if self.attribute not in columns:
-                raise ConfigError(f"data.attribute={self.attribute!r} is not a CelebA attribute; expected one "
-                                  f"of: {', '.join(columns)}")
+                raise ConfigError(
+                    f"data.attribute={self.attribute!r} is not a CelebA attribute; expected one "
+                    f"of: {', '.join(columns)}"
+                )
             col = columns.index(self.attribute)
             labels = torch.tensor([int(attrs[n][col] == "1") for n in names], dtype=torch.long)
         files = [self.folder / "img_align_celeba" / n for n in names]
@@ -120,16 +124,20 @@ class ImageFolderDataModule(GenDataModule):
 
     def _scan(self) -> tuple[list[Path], Tensor, list[str]]:
         if not self.root.is_dir():
-            raise DatasetNotFoundError(f"image folder {self.root} does not exist; set data.root to a folder of "
-                                       f"images ({', '.join(IMAGE_SUFFIXES)}), optionally one subfolder per class")
+            raise DatasetNotFoundError(
+                f"image folder {self.root} does not exist; set data.root to a folder of "
+                f"images ({', '.join(IMAGE_SUFFIXES)}), optionally one subfolder per class"
+            )
         classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DatasetNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
         if classes:
             index = {c: i for i, c in enumerate(classes)}
-            labels = [index.get(p.relative_to(self.root).parts[0], -1) if len(p.relative_to(self.root).parts) > 1
-                      else -1 for p in files]
+            labels = [
+                index.get(p.relative_to(self.root).parts[0], -1) if len(p.relative_to(self.root).parts) > 1 else -1
+                for p in files
+            ]
         else:
             labels = [-1] * len(files)
         return files, torch.tensor(labels, dtype=torch.long), classes
@@ -138,8 +146,10 @@ class ImageFolderDataModule(GenDataModule):
         if self._split is None:
             files, labels, classes = self._scan()
             if self.num_classes not in (0, len(classes)):
-                raise ConfigError(f"data.num_classes={self.num_classes} but {self.root} has {len(classes)} class "
-                                  f"subfolders; expected {len(classes)} (or 0 to ignore labels)")
+                raise ConfigError(
+                    f"data.num_classes={self.num_classes} but {self.root} has {len(classes)} class "
+                    f"subfolders; expected {len(classes)} (or 0 to ignore labels)"
+                )
             if self.num_classes == 0:
                 labels = torch.full_like(labels, -1)
             else:

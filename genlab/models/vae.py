@@ -5,6 +5,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from genlab.errors import check_choice
 from genlab.models import losses
@@ -18,8 +19,8 @@ class VAE(GenerativeModule):
     Loss = recon + beta * KL, with `recon_loss` bce or mse and `reduction` sum (per image) or mean
     (per pixel; see `losses.reconstruction`). Whatever the training loss, `*/nelbo` logs the negative
     ELBO in nats per image under a Bernoulli decoder (BCE summed over pixels + KL), the number
-    comparable across runs. `encoder` maps `[B, C, H, W]` -> `[B, encoder.out_dim]`; linear heads give
-    the mean and log-variance.
+    comparable across runs. `scheduler` is an optional LR-scheduler factory, stepped once per epoch.
+    `encoder` maps `[B, C, H, W]` -> `[B, encoder.out_dim]`; linear heads give the mean and log-variance.
     """
 
     monitor = "val/nelbo"
@@ -34,6 +35,7 @@ class VAE(GenerativeModule):
         beta: float = 1.0,
         recon_loss: str = "bce",
         reduction: str = "sum",
+        scheduler: Callable[[Optimizer], LRScheduler] | None = None,
     ) -> None:
         super().__init__(latent_dim)
         check_choice("model.recon_loss", recon_loss, losses.RECON_LOSSES)
@@ -41,7 +43,7 @@ class VAE(GenerativeModule):
         self.encoder, self.decoder = encoder, decoder
         self.mu = nn.Linear(encoder.out_dim, latent_dim)
         self.logvar = nn.Linear(encoder.out_dim, latent_dim)
-        self.optimizer, self.lr, self.beta = optimizer, lr, beta
+        self.optimizer, self.scheduler, self.lr, self.beta = optimizer, scheduler, lr, beta
         self.recon_loss, self.reduction = recon_loss, reduction
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,5 +106,8 @@ class VAE(GenerativeModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def configure_optimizers(self) -> Optimizer:
-        return self.optimizer(self.parameters(), lr=self.lr)
+    def configure_optimizers(self) -> Optimizer | dict:
+        optimizer = self.optimizer(self.parameters(), lr=self.lr)
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "epoch"}}

@@ -2,12 +2,14 @@
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.errors import GenlabError
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
 
@@ -16,6 +18,8 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) the configured model; returns the final metrics as plain floats."""
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg.ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -47,6 +51,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         _print_outputs(output_dir, trainer)
     return metrics
+
+
+def check_checkpoint(path: str) -> None:
+    """Fail early, with one message, on a checkpoint that is missing or not a torch.save archive."""
+    if not Path(path).is_file():
+        raise GenlabError(
+            f"ckpt_path={path} does not exist; expected a .ckpt file written by genlab (e.g. "
+            f"<run dir>/checkpoints/last.ckpt)"
+        )
+    if not zipfile.is_zipfile(path):
+        raise GenlabError(
+            f"ckpt_path={path} is not a valid PyTorch checkpoint (corrupt or truncated file); "
+            f"expected a .ckpt written by torch.save, e.g. <run dir>/checkpoints/last.ckpt"
+        )
 
 
 def _floats(metrics: dict) -> dict[str, float]:
