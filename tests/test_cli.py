@@ -114,3 +114,12 @@ def test_missing_or_corrupt_checkpoint_is_one_clear_error(tmp_path, content):
     expected = "does not exist" if content is None else "is not a valid PyTorch checkpoint"
     assert f"genlab: error: ckpt_path={ckpt} {expected}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_gan_trains_under_cpu_ddp(tmp_path):
+    out = run_dir_of(tmp_path)
+    proc = genlab(tmp_path, "model=wgan", "trainer=ddp_cpu", *FAST, "trainer.devices=2", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 1/2" in (out / "train.log").read_text()  # really two processes
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "samples" / "epoch_000.png").is_file()
+    assert "test/wasserstein" in json.loads((out / "metrics.json").read_text())
