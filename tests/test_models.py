@@ -43,19 +43,19 @@ def tiny_vae(**kwargs) -> VAE:
     return VAE(MLPEncoder(1, 8, [32]), MLPDecoder(4, 1, 8, [32]), 4, partial(torch.optim.Adam), **kwargs)
 
 
+def make_trainer(tmp_path, **kwargs) -> L.Trainer:
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(accelerator="cpu", enable_model_summary=False, default_root_dir=tmp_path, **quiet, **kwargs)
+
+
 def fit(model, tmp_path, max_epochs=1, limit_train_batches=None, max_steps=-1, batch_size=16):
     dm = DigitsDataModule(image_size=8, channels=1, batch_size=batch_size)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = make_trainer(
+        tmp_path,
         max_epochs=max_epochs,
         max_steps=max_steps,
         limit_train_batches=limit_train_batches,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=dm)
     return trainer
@@ -143,15 +143,7 @@ def test_vae_learns_on_digits(tmp_path):
     torch.manual_seed(0)
     vae = VAE(MLPEncoder(1, 8, [128]), MLPDecoder(8, 1, 8, [128]), 8, partial(torch.optim.Adam), lr=3e-3)
     dm = DigitsDataModule(image_size=8, channels=1, batch_size=32)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = make_trainer(tmp_path, max_epochs=6)
     before = trainer.validate(vae, datamodule=dm, verbose=False)[0]["val/nelbo"]
     trainer.fit(vae, datamodule=dm)
     after = trainer.validate(vae, datamodule=dm, verbose=False)[0]
