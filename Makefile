@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv (if missing) and install genlab with its dev extras
 	@true
 
-demo: install ## train a GAN on the embedded digits dataset (offline, ~1-2 min on 2 CPU cores)
+demo: install ## train a GAN on the embedded digits dataset (offline, ~1 min on 2 CPU cores)
 	$(PY) -m genlab experiment=demo
 
 test: install ## run the default (offline, CPU) test suite
