@@ -78,7 +78,3 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(z.shape[0], *self.shape)  # (B, C*H*W) -> (B, C, H, W)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

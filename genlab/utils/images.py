@@ -1,7 +1,7 @@
 """The one place where image value ranges are converted.
 
-Inside models images are float tensors in [-1, 1]. Datasets store uint8 in [0, 255]; losses, metrics,
-callbacks and the sampler use [0, 1] or uint8.
+Inside models images are float tensors in [-1, 1]. Datasets store uint8 in [0, 255]; losses, metrics
+and callbacks use [0, 1].
 """
 
 import torch
@@ -21,8 +21,3 @@ def model_to_unit(x: Tensor) -> Tensor:
 def unit_to_model(x: Tensor) -> Tensor:
     """float in [0, 1] -> float in [-1, 1]."""
     return x.mul(2.0).sub_(1.0)
-
-
-def model_to_uint8(x: Tensor) -> Tensor:
-    """float in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
-    return model_to_unit(x).mul_(255.0).round_().to(torch.uint8)

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
@@ -15,8 +16,8 @@ log = logging.getLogger(__name__)
 def _has_wandb_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    netrc = os.path.expanduser("~/.netrc")
-    return os.path.exists(netrc) and "api.wandb.ai" in open(netrc).read()
+    netrc = Path.home() / ".netrc"
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text()
 
 
 def wandb_logger(
