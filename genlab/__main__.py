@@ -23,9 +23,8 @@ def run_task(task, cfg: DictConfig):
     try:
         return task(cfg)
     except (GenlabError, InstantiationException) as err:
-        cause = err
-        while isinstance(cause, InstantiationException) and isinstance(cause.__cause__, GenlabError):
-            cause = cause.__cause__
+        # instantiate() wraps our errors; show the original message, not Hydra's wrapper
+        cause = err.__cause__ if isinstance(err.__cause__, GenlabError) else err
         log.error("%s", cause)
         print(f"genlab: error: {cause}", file=sys.stderr)
         sys.exit(1)

@@ -123,3 +123,16 @@ def test_gan_trains_under_cpu_ddp(tmp_path):
     assert "MEMBER: 1/2" in (out / "train.log").read_text()  # really two processes
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "samples" / "epoch_000.png").is_file()
     assert "test/wasserstein" in json.loads((out / "metrics.json").read_text())
+
+
+def test_last_ckpt_is_the_final_state_even_when_an_early_epoch_is_best(tmp_path):
+    import torch
+
+    out = run_dir_of(tmp_path)
+    # mode=max on a falling loss keeps an early epoch "best"; last.ckpt must still hold the final state
+    args = ["model=vae", *FAST, "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=val/nelbo"]
+    proc = genlab(tmp_path, *args, "callbacks.model_checkpoint.mode=max", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 18)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]

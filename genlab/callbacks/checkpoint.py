@@ -6,8 +6,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class Checkpoint(ModelCheckpoint):
-    """`last.ckpt` plus the best checkpoint(s) by `monitor`; `monitor: null` takes the model's `monitor`
-    and `monitor_mode` (e.g. `val/nelbo` for the VAE, `val/jsd` for the GAN)."""
+    """The best checkpoint(s) by `monitor`; `monitor: null` takes the model's `monitor` and `monitor_mode`
+    (e.g. `val/nelbo` for the VAE, `val/jsd` for the GAN)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.monitor is None and getattr(pl_module, "monitor", None):

@@ -71,8 +71,9 @@ def read_cifar_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
 
 
-def _find(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
+def _find(folder: Path, name: str, gz_ok: bool = True) -> Path | None:
+    """`folder/name`, or `folder/name.gz` where compressed files are read, if either exists."""
+    for candidate in (folder / name, folder / f"{name}.gz") if gz_ok else (folder / name,):
         if candidate.exists():
             return candidate
     return None
@@ -92,7 +93,7 @@ class TorchvisionDataModule(GenDataModule):
         """Expected files (of `split` only, when given) that are not on disk."""
         folder, gz_ok = self.root / self.spec.folder, self.spec.folder.endswith("raw")
         files = [f for f in self.spec.files if split is None or f.startswith(_PREFIX[self.dataset != "cifar10"][split])]
-        return [f for f in files if not (folder / f).exists() and not (gz_ok and (folder / f"{f}.gz").exists())]
+        return [f for f in files if _find(folder, f, gz_ok) is None]
 
     def prepare_data(self) -> None:
         if not self._missing() or not self.download:
