@@ -18,7 +18,8 @@ def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
 
 class SampleGrid(L.Callback):
     """Every `every_n_epochs` (and at the end of training) saves `dirpath/epoch_XXX.png`, a grid of the
-    model's samples from its fixed-noise buffer, and sends it to every logger that accepts images."""
+    model's samples from its fixed inputs (`fixed_inputs()`; the row length is the model's `grid_nrow`),
+    and sends it to every logger that accepts images."""
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1, nrow: int = 8) -> None:
         self.dirpath, self.every_n_epochs, self.nrow = Path(dirpath), every_n_epochs, nrow
@@ -26,7 +27,9 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
-        grid = make_grid(model_to_unit(pl_module.generate(pl_module.fixed_noise)).cpu(), nrow=self.nrow, padding=2)
+        images = pl_module.generate(*pl_module.fixed_inputs())  # conditional models: one row per class
+        nrow = getattr(pl_module, "grid_nrow", None) or self.nrow
+        grid = make_grid(model_to_unit(images).cpu(), nrow=nrow, padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{epoch:03d}.png")
         log_image(trainer.loggers, "samples", grid, trainer.global_step)

@@ -51,7 +51,7 @@ class GAN(GenerativeModule):
         self.loss, self.saturating, self.n_critic, self.clip_value = loss, saturating, n_critic, clip_value
         self.monitor = "val/wasserstein" if loss == "wasserstein" else "val/jsd"
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return self.generator(z)
 
     def on_fit_start(self) -> None:
@@ -70,7 +70,7 @@ class GAN(GenerativeModule):
         opt_g, opt_d = self.optimizers()
         g_turn = self._is_generator_turn()
         with torch.set_grad_enabled(g_turn):  # the graph through G is only needed for a G step
-            fake = self.generator(self.sample_noise(x.shape[0]))
+            fake = self.generator(self.sample_latent(x.shape[0]))
         d_loss, divergence = self._discriminator_step(opt_d, x, fake.detach())
         metrics = {"train/d_loss": d_loss, f"train/{self.monitor.split('/')[1]}": divergence}
         if g_turn:
@@ -103,7 +103,7 @@ class GAN(GenerativeModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
         x, _ = batch
         real_logits = self.discriminator(x).view(-1)
-        fake_logits = self.discriminator(self.generator(self.sample_noise(x.shape[0]))).view(-1)
+        fake_logits = self.discriminator(self.generator(self.sample_latent(x.shape[0]))).view(-1)
         self.log_dict(
             {
                 f"{split}/d_loss": losses.discriminator_loss(self.loss, real_logits, fake_logits),

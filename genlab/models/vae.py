@@ -55,7 +55,7 @@ class VAE(GenerativeModule):
         """The posterior mean `[B, latent_dim]`."""
         return self.posterior(x)[0]
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return unit_to_model(torch.sigmoid(self.decoder(z)))
 
     @torch.no_grad()

@@ -8,15 +8,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from genlab.errors import check_choice
-
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU, "silu": nn.SiLU}
-OUTPUTS = {"none": nn.Identity, "tanh": nn.Tanh}
-
-
-def _activation(name: str) -> nn.Module:
-    check_choice("activation", name, ACTIVATIONS)
-    return ACTIVATIONS[name]()
+from genlab.nets.common import LabelConditioning, output_activation
+from genlab.nets.common import activation as _activation
 
 
 def mlp_layers(dims: Sequence[int], activation: str, batch_norm: bool = False, dropout: float = 0.0) -> list:
@@ -57,7 +50,8 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """`[B, latent_dim]` -> `[B, C, H, W]`; `output` none (raw, e.g. logits) or tanh (in [-1, 1])."""
+    """`[B, latent_dim]` (and labels `[B]` when `num_classes > 0`) -> `[B, C, H, W]`; `output` none (raw,
+    e.g. logits) or tanh (in [-1, 1])."""
 
     def __init__(
         self,
@@ -68,13 +62,15 @@ class MLPDecoder(nn.Module):
         activation: str = "relu",
         batch_norm: bool = False,
         output: str = "none",
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
-        check_choice("output", output, OUTPUTS)
         self.shape = (channels, image_size, image_size)
-        dims = [latent_dim, *hidden_dims]
+        self.cond = LabelConditioning(latent_dim, num_classes)
+        dims = [self.cond.out_dim, *hidden_dims]
         layers = mlp_layers(dims, activation, batch_norm=batch_norm)
-        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], channels * image_size * image_size), OUTPUTS[output]())
+        out = [nn.Linear(dims[-1], channels * image_size * image_size), output_activation(output)]
+        self.net = nn.Sequential(*layers, *out)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(z.shape[0], *self.shape)  # (B, C*H*W) -> (B, C, H, W)
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.net(self.cond(z, y)).view(z.shape[0], *self.shape)  # (B, C*H*W) -> (B, C, H, W)
