@@ -78,7 +78,14 @@ def test_tensorboard_receives_scalars_and_the_sample_grid(tmp_path):
 def test_help_lists_the_config_groups(tmp_path):
     proc = genlab(tmp_path, "--help")
     assert proc.returncode == 0
-    for group in ("model: gan, vae, wgan", "data:", "trainer:", "logger:", "experiment:", "debug: fast"):
+    for group in (
+        "model: acgan, bigan, dcgan, gan, hinge_gan, lsgan, vae, wgan, wgan_gp, wgan_mlp",
+        "data:",
+        "trainer:",
+        "logger:",
+        "experiment:",
+        "debug: fast",
+    ):
         assert group in proc.stdout, group
 
 

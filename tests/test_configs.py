@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -16,7 +16,7 @@ LOGGERS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
 
 
 def test_the_issue_config_groups_exist():
-    assert {"vae", "gan", "wgan"} <= set(MODELS)
+    assert {"vae", "gan", "wgan", "dcgan", "wgan_gp", "lsgan", "hinge_gan", "acgan", "bigan"} <= set(MODELS)
     assert {"digits", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder", "dsprites"} <= set(DATASETS)
     assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(TRAINERS)
     assert {"csv", "tensorboard", "wandb"} <= set(LOGGERS)
@@ -29,6 +29,10 @@ def test_model_and_data_compose_and_instantiate(make_cfg, model, data):
     extra = ["data.root=/nonexistent"] if data == "image_folder" else []  # its root is required (???)
     cfg = make_cfg(f"model={model}", f"data={data}", *extra)
     datamodule = instantiate(cfg.data)  # constructing loads nothing: no files needed
+    if cfg.model.get("conditional") and cfg.data.num_classes < 2:
+        with pytest.raises(InstantiationException, match="conditional and needs labelled data"):
+            instantiate(cfg.model)
+        return
     net = instantiate(cfg.model)
     size, channels = cfg.data.image_size, cfg.data.channels
     assert (datamodule.image_size, datamodule.channels) == (size, channels)
@@ -60,17 +64,34 @@ def test_sizes_flow_from_data_to_model(make_cfg):
     assert instantiate(cfg.model).sample(2).shape == (2, 3, 24, 24)
 
 
-def test_wgan_is_the_papers_algorithm(make_cfg):
-    cfg = make_cfg("model=wgan")
-    m = instantiate(cfg.model)
-    assert (m.loss, m.n_critic, m.clip_value, m.lr_d, m.lr_g) == ("wasserstein", 5, 0.01, 5e-5, 5e-5)
-    opt_g, opt_d = m.configure_optimizers()
-    assert isinstance(opt_g, torch.optim.RMSprop) and isinstance(opt_d, torch.optim.RMSprop)
+@pytest.mark.parametrize(
+    ("model", "objective", "optimizer", "betas"),
+    [
+        ("wgan_mlp", "Wasserstein", torch.optim.RMSprop, None),
+        ("wgan_gp", "WassersteinGP", torch.optim.Adam, (0.0, 0.9)),
+    ],
+)
+def test_wasserstein_configs_follow_their_papers(make_cfg, model, objective, optimizer, betas):
+    m = instantiate(make_cfg(f"model={model}").model)
+    assert type(m.objective).__name__ == objective and m.schedule.n_critic == 5
+    assert m.objective.clip_value == (0.01 if model == "wgan_mlp" else None)
+    (opt_g, opt_d), _ = m.configure_optimizers()
+    assert isinstance(opt_g, optimizer) and isinstance(opt_d, optimizer)
+    assert betas is None or tuple(opt_d.defaults["betas"]) == betas
+    if model == "wgan_gp":  # no BatchNorm in the critic (Gulrajani et al. 2017, section 4)
+        assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.discriminator.modules())
+
+
+def test_architecture_and_objective_are_one_override_apart(make_cfg):
+    gp_mlp = instantiate(make_cfg("model=wgan_gp", "model/arch=mlp").model)
+    gan_dcgan = instantiate(make_cfg("model=gan", "model/arch=dcgan").model)
+    assert type(gp_mlp.generator).__name__ == "MLPDecoder" and type(gp_mlp.objective).__name__ == "WassersteinGP"
+    assert type(gan_dcgan.generator).__name__ == "ConvDecoder" and type(gan_dcgan.objective).__name__ == "BCE"
 
 
 def test_gan_has_separate_lrs_and_betas(make_cfg):
     cfg = make_cfg("model=gan", "model.lr_d=1e-4", "model.optimizer_g.betas=[0.0,0.9]")
-    opt_g, opt_d = instantiate(cfg.model).configure_optimizers()
+    (opt_g, opt_d), _ = instantiate(cfg.model).configure_optimizers()
     assert opt_g.defaults["lr"] == 2e-4 and opt_d.defaults["lr"] == 1e-4
     assert tuple(opt_g.defaults["betas"]) == (0.0, 0.9) and tuple(opt_d.defaults["betas"]) == (0.5, 0.999)
 

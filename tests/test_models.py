@@ -28,7 +28,7 @@ def tiny_gan(log=None, **kwargs) -> GAN:
     log = [] if log is None else log
     return GAN(
         generator=MLPDecoder(8, 1, 8, hidden_dims=[32], activation="leaky_relu", batch_norm=True, output="tanh"),
-        discriminator=MLPEncoder(1, 8, hidden_dims=[32], out_dim=1, activation="leaky_relu"),
+        discriminator=MLPEncoder(1, 8, hidden_dims=[32], activation="leaky_relu"),
         latent_dim=8,
         optimizer_g=partial(CountingSGD, name="G", log=log),
         optimizer_d=partial(CountingSGD, name="D", log=log),
@@ -167,7 +167,7 @@ def test_vae_reduction_mean_weights_kl_more():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"n_critic": 0}, "n_critic=0"), ({"loss": "hinge"}, "'hinge'"), ({"clip_value": -1.0}, "clip_value=-1.0")],
+    [({"n_critic": 0}, "n_critic=0"), ({"loss": "hinge2"}, "'hinge2'"), ({"clip_value": -1.0}, "clip_value=-1.0")],
 )
 def test_bad_gan_options_are_rejected(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -8,7 +8,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from genlab.utils.images import model_to_unit
-from genlab.utils.loggers import log_image
+from genlab.utils.loggers import log_image, logger_step
 
 
 def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
@@ -32,7 +32,7 @@ class SampleGrid(L.Callback):
         grid = make_grid(model_to_unit(images).cpu(), nrow=nrow, padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{epoch:03d}.png")
-        log_image(trainer.loggers, "samples", grid, trainer.global_step)
+        log_image(trainer.loggers, "samples", grid, logger_step(trainer))
         self.saved_at_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -69,4 +69,4 @@ class Reconstructions(L.Callback):
         grid = make_grid(model_to_unit(pairs).cpu(), nrow=len(x), padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
-        log_image(trainer.loggers, "reconstructions", grid, trainer.global_step)
+        log_image(trainer.loggers, "reconstructions", grid, logger_step(trainer))

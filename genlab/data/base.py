@@ -6,6 +6,7 @@ Batches are `(x, y)`: `x` float32 `[B, C, H, W]` in [-1, 1]; `y` long `[B]` (-1 
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import partial
 
 import lightning.pytorch as L
 import torch
@@ -40,11 +41,15 @@ class ImageTensorDataset(Dataset):
         return ImageTensorDataset(self.images[indices], self.labels[indices])
 
 
-def collate(batch: "tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]") -> tuple[Tensor, Tensor]:
-    """uint8 images (already gathered, or a list of items) -> (float [-1, 1] images, labels)."""
+def collate(batch: "tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]", hflip: bool = False) -> tuple[Tensor, Tensor]:
+    """uint8 images (already gathered, or a list of items) -> (float [-1, 1] images, labels). With `hflip`,
+    a random half of the batch (each image with probability 1/2) is mirrored left-right, on the uint8 batch."""
     if isinstance(batch, list):
         batch = (torch.stack([b[0] for b in batch]), torch.stack([torch.as_tensor(b[1]) for b in batch]))
     images, labels = batch
+    if hflip:
+        flip = torch.rand(images.shape[0]) < 0.5
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)  # (B,) -> (B, 1, 1, 1)
     return uint8_to_model(images), labels
 
 
@@ -96,6 +101,7 @@ class GenDataModule(L.LightningDataModule, ABC):
         subset: int | None = None,
         split_seed: int = 0,
         class_names: list[str] | None = None,
+        hflip: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -106,7 +112,7 @@ class GenDataModule(L.LightningDataModule, ABC):
             raise ConfigError(f"data.channels={channels} is not supported; expected 1 or 3")
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.class_names = list(class_names) if class_names else None
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.val_fraction, self.subset, self.split_seed = val_fraction, subset, split_seed
         self.data_train = self.data_val = self.data_test = None
 
@@ -136,7 +142,7 @@ class GenDataModule(L.LightningDataModule, ABC):
             drop_last=train and len(dataset) >= self.batch_size,  # BatchNorm needs B > 1
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate,
+            collate_fn=partial(collate, hflip=self.hflip and train),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,6 +1,8 @@
 """The contract every generative model offers to callbacks, metrics and tasks."""
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning.pytorch as L
 import torch
@@ -81,17 +83,23 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Latents `[B, *latent_shape]` (and labels `[B]`) -> images `[B, C, H, W]` in [-1, 1]."""
 
-    @torch.no_grad()
-    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """`decode` in eval mode (BatchNorm running stats, no dropout); every submodule's mode is restored
-        afterwards, so frozen sub-networks stay in eval mode."""
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Eval mode (BatchNorm running stats, no dropout) inside the block; afterwards every submodule's own
+        mode is restored, so a frozen sub-network stays in eval mode."""
         modes = {m: m.training for m in self.modules()}
         self.eval()
         try:
-            return self.decode(z.to(self.device), None if y is None else y.to(self.device))
+            yield
         finally:
             for module, training in modes.items():
                 module.train(training)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """`decode` in eval mode, without gradients."""
+        with self.eval_mode():
+            return self.decode(z.to(self.device), None if y is None else y.to(self.device))
 
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         """`n` new images `[n, C, H, W]` in [-1, 1]; conditional models honour `y` (uniform labels if None)."""

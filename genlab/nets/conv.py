@@ -1,7 +1,7 @@
 """Convolutional encoders and decoders sized from `image_size` and `channels` (DCGAN: Radford et al. 2016,
 https://arxiv.org/abs/1511.06434). Shared by the DCGAN family, the conv VAE, autoencoders and the VQ-VAE.
 
-Sizes: 28 (7 -> 14 -> 28) and every power of two from 32 to 512. Each block halves (encoder) or doubles
+Sizes: 28 (7 -> 14 -> 28) and every power of two from 8 to 512. Each block halves (encoder) or doubles
 (decoder) the resolution with a 4x4 stride-2 convolution; by default there are min(log2(size) - 2, 5) blocks,
 so 64 px goes 4 -> 64 and 512 px 16 -> 512 in five blocks. Block widths are `width` on the image side,
 doubling towards the latent side up to `width * max_mult`.
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError
 from genlab.nets.common import LabelConditioning, activation, norm_2d, output_activation
 
-SIZES = (28, 32, 64, 128, 256, 512)
+SIZES = (8, 16, 28, 32, 64, 128, 256, 512)
 
 
 def resolution_plan(image_size: int, n_blocks: int | None = None) -> tuple[int, int]:

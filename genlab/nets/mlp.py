@@ -8,17 +8,25 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from genlab.errors import check_choice
 from genlab.nets.common import LabelConditioning, output_activation
 from genlab.nets.common import activation as _activation
 
+NORMS_1D = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
-def mlp_layers(dims: Sequence[int], activation: str, batch_norm: bool = False, dropout: float = 0.0) -> list:
-    """Linear -> [BatchNorm] -> activation -> [Dropout] for each consecutive pair in `dims`."""
+
+def mlp_layers(
+    dims: Sequence[int], activation: str, batch_norm: bool = False, dropout: float = 0.0, norm: str = "none"
+) -> list:
+    """Linear -> [norm] -> activation -> [Dropout] for each consecutive pair in `dims`; `norm` none, batch
+    or layer (`batch_norm=True` is `norm="batch"`)."""
+    check_choice("norm", norm, NORMS_1D)
+    norm_cls = NORMS_1D["batch" if batch_norm else norm]
     layers: list[nn.Module] = []
     for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-        layers.append(nn.Linear(d_in, d_out, bias=not batch_norm))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(d_out))
+        layers.append(nn.Linear(d_in, d_out, bias=norm_cls is None))
+        if norm_cls is not None:
+            layers.append(norm_cls(d_out))
         layers.append(_activation(activation))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -36,10 +44,11 @@ class MLPEncoder(nn.Module):
         out_dim: int | None = None,
         activation: str = "relu",
         dropout: float = 0.0,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         dims = [channels * image_size * image_size, *hidden_dims]
-        layers = mlp_layers(dims, activation, dropout=dropout)
+        layers = mlp_layers(dims, activation, dropout=dropout, norm=norm)
         if out_dim is not None:
             layers.append(nn.Linear(dims[-1], out_dim))
         self.net = nn.Sequential(*layers)

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
@@ -45,6 +46,15 @@ def wandb_logger(
         tags=list(tags or []),
         log_model=log_model,
     )
+
+
+def logger_step(trainer: "L.Trainer") -> int:
+    """The step of the last training batch on the axis Lightning's loggers put scalars on: batches that
+    stepped, not optimiser steps (a GAN takes several per batch). Epoch-end training scalars are logged on
+    this step too, so an image made at an epoch end lines up with them. Lightning exposes the counter only as
+    private loop state; this is the one place that reads it (`test_images_and_scalars_share_the_step_axis`
+    breaks if it moves)."""
+    return max(trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
 
 
 def log_image(loggers: list[Logger], key: str, image: Tensor, step: int) -> None:

@@ -1,0 +1,343 @@
+"""The adversarial engine and the GAN family: nets at every size, objectives against closed forms, which
+networks each step moves, the schedule counted exactly, ACGAN, BiGAN, EMA, per-rank noise, step axes."""
+
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from genlab.data import DigitsDataModule
+from genlab.data.base import collate
+from genlab.errors import ConfigError
+from genlab.models import GAN, BiGAN
+from genlab.models.objectives import BCE, Hinge, LeastSquares, Wasserstein, WassersteinGP, gradient_penalty
+from genlab.nets import ConvDecoder, ConvEncoder, DiscriminatorHeads, JointDiscriminator, MLPDecoder, MLPEncoder
+from genlab.nets.conv import SIZES
+from tests.test_models import CountingSGD, changed, make_trainer, snapshot
+
+
+# -- nets ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [s for s in SIZES if s <= 256])
+def test_dcgan_nets_build_at_every_size(size, channels):
+    width = 4 if size >= 128 else 8
+    g = ConvDecoder(channels, size, latent_dim=6, width=width)
+    d = DiscriminatorHeads(ConvEncoder(channels, size, width=width, norm="layer"), num_classes=3)
+    x = g(torch.randn(2, 6))
+    assert x.shape == (2, channels, size, size) and x.abs().max() <= 1
+    adv, aux = d(x)
+    assert adv.shape == (2,) and aux.shape == (2, 3)
+
+
+def test_the_512px_dcgan_has_five_upsampling_blocks_and_steps():
+    g = ConvDecoder(3, 512, latent_dim=100, width=16)
+    d = DiscriminatorHeads(ConvEncoder(3, 512, width=16))
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) == 5
+    x = g(torch.randn(2, 100))
+    assert x.shape == (2, 3, 512, 512)
+    d(x)[0].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters() if p.ndim > 1)
+
+
+@pytest.mark.parametrize("size", [0, -4, 7, 48, 1024])
+def test_unbuildable_image_sizes_name_the_accepted_ones(size):
+    with pytest.raises(ConfigError, match=f"data.image_size={size} cannot be built.*28, 32, 64"):
+        ConvDecoder(1, size, latent_dim=4)
+
+
+def test_critic_norm_choice_is_respected():
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ConvEncoder(1, 28, width=4, norm="layer").modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in ConvEncoder(1, 28, width=4, norm="layer").modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in ConvDecoder(1, 28, latent_dim=4, width=4).modules())
+
+
+# -- objectives ------------------------------------------------------------------------------------------
+REAL, FAKE = torch.tensor([2.0, 0.5, -0.3]), torch.tensor([-1.0, 0.3, 1.5])
+
+
+def test_objectives_match_their_papers():
+    sig = torch.sigmoid
+    bce_d = -(sig(REAL).log().mean() + (1 - sig(FAKE)).log().mean())
+    torch.testing.assert_close(BCE().d_loss(REAL, FAKE), bce_d)
+    torch.testing.assert_close(BCE().g_loss(FAKE), -sig(FAKE).log().mean())
+    torch.testing.assert_close(BCE(saturating=True).g_loss(FAKE), (1 - sig(FAKE)).log().mean())
+    torch.testing.assert_close(
+        LeastSquares().d_loss(REAL, FAKE), 0.5 * ((REAL - 1) ** 2).mean() + 0.5 * (FAKE**2).mean()
+    )
+    torch.testing.assert_close(LeastSquares().g_loss(FAKE), 0.5 * ((FAKE - 1) ** 2).mean())
+    torch.testing.assert_close(
+        Hinge().d_loss(REAL, FAKE), (1 - REAL).clamp(min=0).mean() + (1 + FAKE).clamp(min=0).mean()
+    )
+    torch.testing.assert_close(Hinge().g_loss(FAKE), -FAKE.mean())
+    torch.testing.assert_close(Wasserstein().d_loss(REAL, FAKE), FAKE.mean() - REAL.mean())
+    torch.testing.assert_close(Wasserstein().estimate(REAL, FAKE), REAL.mean() - FAKE.mean())
+
+
+def test_label_smoothing_is_the_bce_with_a_soft_real_target():
+    soft = torch.full_like(REAL, 0.9)
+    expected = nn.functional.binary_cross_entropy_with_logits(REAL, soft) + nn.functional.softplus(FAKE).mean()
+    torch.testing.assert_close(BCE().d_loss(REAL, FAKE, soft, torch.zeros_like(FAKE)), expected)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_exact():
+    w = torch.randn(3, 4, 4)  # f(x) = <w, x> over all non-batch dims: grad = w for every x, norm ||w|| over (C, H, W)
+    real, fake = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    penalty = WassersteinGP(gp_weight=10.0).penalty(lambda x: (x * w).flatten(1).sum(1), real, fake)
+    torch.testing.assert_close(penalty, 10.0 * (w.norm() - 1) ** 2)
+
+
+def test_gradient_penalty_draws_alpha_per_sample():
+    seen = []
+
+    def critic(x):
+        seen.append(x.detach())
+        return x.flatten(1).sum(1)
+
+    gradient_penalty(critic, torch.zeros(16, 1, 2, 2), torch.ones(16, 1, 2, 2))
+    x_hat = seen[0]  # = 1 - alpha, constant within a sample
+    assert torch.all(x_hat.flatten(1).std(1) == 0)
+    assert x_hat.flatten(1)[:, 0].unique().numel() == 16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"loss": "hinge2"}, "model.loss='hinge2' is not supported"),
+        ({"clip_value": 0.01}, "clip_value=0.01 applies only to model.loss=wasserstein"),
+        ({"n_gen": 0}, "model.n_gen=0 is invalid"),
+        ({"skip_d_every": 1}, "model.skip_d_every=1 is invalid"),
+        ({"label_smoothing": 1.5}, "model.label_smoothing=1.5 is out of range"),
+        ({"loss": "wasserstein", "label_smoothing": 0.1}, "need loss bce or least_squares"),
+        ({"instance_noise": 0.1}, "instance_noise=0.1 with instance_noise_steps=0 is invalid"),
+        ({"ema_decay": 1.0}, "model.ema_decay=1.0 is out of range"),
+        ({"lr_d": 0.0}, "model.lr_d=0.0 is invalid"),
+        ({"conditional": True}, "is conditional and needs labelled data, but data.num_classes=0"),
+    ],
+)
+def test_bad_engine_options_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        gan(**kwargs)
+
+
+# -- stepping --------------------------------------------------------------------------------------------
+def gan(log=None, latent=8, size=8, num_classes=0, cls=GAN, **kwargs) -> GAN:
+    log = [] if log is None else log
+    g = MLPDecoder(
+        latent, 1, size, [32], activation="leaky_relu", batch_norm=True, output="tanh", num_classes=num_classes
+    )
+    nets = {"generator": g, "discriminator": MLPEncoder(1, size, [32], activation="leaky_relu")}
+    if cls is BiGAN:
+        nets["encoder"] = MLPEncoder(1, size, [32], out_dim=latent)
+        nets["discriminator"] = JointDiscriminator(MLPEncoder(1, size, [32]), latent, hidden=16, dropout=0.0)
+    return cls(
+        **nets,
+        latent_dim=latent,
+        optimizer_g=partial(CountingSGD, name="G", log=log),
+        optimizer_d=partial(CountingSGD, name="D", log=log),
+        num_classes=num_classes,
+        **{"lr_g": 0.01, "lr_d": 0.01, **kwargs},
+    )
+
+
+def fit(model, tmp_path, max_epochs=1, batches=4, ckpt_path=None, max_steps=-1, callbacks=None, logger=False):
+    trainer = make_trainer(
+        tmp_path, max_epochs=max_epochs, limit_train_batches=batches, limit_val_batches=0, max_steps=max_steps
+    )
+    trainer.callbacks += callbacks or []
+    if logger:
+        trainer.loggers = [logger]
+    trainer.fit(model, datamodule=DigitsDataModule(image_size=8, channels=1, batch_size=16), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "epochs", "expected"),
+    [
+        ({"n_critic": 2}, 2, "D DG D DG | D DG D DG"),
+        ({"n_gen": 2}, 1, "DGG DGG DGG DGG"),
+        ({"n_critic": 3, "n_gen": 2}, 2, "D D DGG D | D DGG D D"),  # the cycle runs on across the epoch end
+        ({"skip_d_every": 2}, 1, "DG G DG G"),
+        ({"d_only_every": 2}, 3, "D D D D | DG DG DG DG | D D D D"),  # epochs 0 and 2 train only D
+        ({"g_only_every": 2, "n_gen": 2}, 2, "GG GG GG GG | DGG DGG DGG DGG"),
+    ],
+)
+def test_the_schedule_steps_each_player_exactly(tmp_path, kwargs, epochs, expected):
+    log = []
+    fit(gan(log, **kwargs), tmp_path, max_epochs=epochs)
+    assert "".join(log) == expected.replace(" ", "").replace("|", "")
+
+
+def test_the_schedule_continues_exactly_after_a_resume(tmp_path):
+    straight, resumed = [], []
+    fit(gan(straight, n_critic=3), tmp_path, max_epochs=2, batches=5)
+    first = gan(resumed, n_critic=3)
+    trainer = fit(first, tmp_path, max_epochs=1, batches=5)
+    trainer.save_checkpoint(tmp_path / "one.ckpt")
+    fit(gan(resumed, n_critic=3), tmp_path, max_epochs=2, batches=5, ckpt_path=tmp_path / "one.ckpt")
+    assert "".join(resumed) == "".join(straight) == "DDDGDD" + "DGDDDGD"
+
+
+def test_max_steps_counts_generator_steps_with_two_g_steps_per_turn(tmp_path):
+    log = []
+    fit(gan(log, n_critic=2, n_gen=2), tmp_path, max_epochs=100, max_steps=6)
+    assert log.count("G") == 6 and "".join(log) == "DDGG" * 3
+
+
+@pytest.mark.parametrize("cls", [GAN, BiGAN])
+def test_each_player_step_moves_only_its_networks(tmp_path, cls):
+    g_nets = ["generator"] + (["encoder"] if cls is BiGAN else [])
+    for only, moved, still in (
+        ("d_only_every", ["discriminator"], g_nets),
+        ("g_only_every", g_nets, ["discriminator"]),
+    ):
+        model = gan(cls=cls, **{only: 1})  # every epoch trains only that player
+        before = {name: snapshot(getattr(model, name)) for name in moved + still}
+        fit(model, tmp_path, batches=1)
+        assert all(changed(before[name], getattr(model, name)) for name in moved), only
+        for name in still:
+            assert all(torch.equal(b, p) for b, p in zip(before[name], getattr(model, name).parameters(), strict=True))
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    model = gan(grad_clip_d=1e-3)
+    d0 = snapshot(model.discriminator)
+    fit(model, tmp_path, batches=1)  # SGD lr 0.01: the update is lr * clipped gradient
+    step = torch.cat([(p - b).flatten() for b, p in zip(d0, model.discriminator.parameters(), strict=True)])
+    assert 0 < step.norm() <= 0.01 * 1e-3 * 1.0001
+
+
+@pytest.mark.parametrize(("interval", "expected_halvings"), [("g_step", 6), ("epoch", 2)])
+def test_schedulers_step_per_player_at_their_interval(tmp_path, interval, expected_halvings):
+    halve = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    model = gan(scheduler_g=halve, scheduler_d=halve, scheduler_interval=interval, n_critic=2)
+    trainer = fit(model, tmp_path, max_epochs=2, batches=6)  # 6 G steps over 2 epochs
+    opt_g, opt_d = trainer.optimizers
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**expected_halvings)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**expected_halvings)
+
+
+def test_label_flip_and_instance_noise_schedule():
+    model = gan(label_smoothing=0.1, label_flip=1.0, instance_noise=0.5, instance_noise_steps=4)
+    real, fake = model._targets(4)
+    assert torch.all(real == 0.0) and torch.all(fake == 0.9)  # every label flipped; the smoothed one too
+    x = torch.zeros(1000)
+    assert model._noisy(x).std() == pytest.approx(0.5, rel=0.1)
+    model.steps["g"] = 2
+    assert model._noisy(x).std() == pytest.approx(0.25, rel=0.1)
+    model.steps["g"] = 4
+    assert torch.equal(model._noisy(x), x)
+    model.eval()
+    model.steps["g"] = 0
+    assert torch.equal(model._noisy(x), x) and torch.all(model._targets(4)[0] == 1.0)  # eval: clean inputs
+
+
+def test_ema_generator_lags_the_live_one_and_is_what_sample_uses(tmp_path):
+    model = gan(ema_decay=0.9)
+    fit(model, tmp_path, batches=4)
+    live, ema = snapshot(model.generator), snapshot(model.generator_ema)
+    assert all(not torch.equal(a, b) for a, b in zip(live, ema, strict=True))
+    z = torch.randn(4, 8)
+    with model.eval_mode():
+        assert torch.equal(model.generate(z), model.generator_ema(z)) and not torch.equal(
+            model.generator(z), model.generate(z)
+        )
+    assert "generator_ema.net.0.weight" in model.state_dict()
+
+
+def test_generate_keeps_frozen_subnetworks_in_eval_mode():
+    model = gan(ema_decay=0.99)
+    model.generator_ema.eval()
+    model.sample(3)
+    assert model.training and model.generator.training and not model.generator_ema.training
+
+
+def test_ranks_draw_different_noise_and_a_rank_draws_the_same_twice():
+    draws = []
+    for rank in (0, 1, 0):
+        torch.manual_seed(7)
+        model = gan()
+        model._trainer = SimpleNamespace(global_rank=rank)
+        model.setup("fit")
+        draws.append(model.sample_latent(4))
+    assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+
+
+# -- ACGAN and BiGAN -------------------------------------------------------------------------------------
+def two_class_batches(n=64):
+    """Class 0: left half bright; class 1: right half bright. `[n, 1, 8, 8]` in [-1, 1], labels `[n]`."""
+    y = torch.arange(n) % 2
+    x = -torch.ones(n, 1, 8, 8)
+    x[y == 0, :, :, :4] = 1.0
+    x[y == 1, :, :, 4:] = 1.0
+    return x + 0.05 * torch.randn_like(x), y
+
+
+def test_acgan_learns_the_classes_and_honours_y():
+    torch.manual_seed(0)
+    model = gan(num_classes=2, conditional=True)
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    aux = []
+    for _ in range(150):
+        x, y = two_class_batches()
+        for opt, fn in ((opt_d, model.discriminator_loss), (opt_g, model.generator_loss)):
+            loss, logs = fn(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            aux += [logs["aux_loss"].item()] if "aux_loss" in logs else []
+    assert sum(aux[-10:]) < 0.5 * sum(aux[:10])
+    for label in (0, 1):
+        images = model.sample(200, y=torch.tensor(label))
+        left, right = images[..., :4].mean(), images[..., 4:].mean()
+        assert (left > right) == (label == 0)  # G draws the class it was asked for
+    z, y = model.fixed_inputs()
+    assert y.tolist() == [0] * 8 + [1] * 8 and torch.equal(z[:8], z[8:])  # pairs: same z, attribute off/on
+
+
+def test_bigan_trains_its_encoder_and_reconstructs(tmp_path):
+    model = gan(cls=BiGAN)
+    e0 = snapshot(model.encoder)
+    fit(model, tmp_path, batches=2)
+    assert changed(e0, model.encoder)
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    assert model.encode(x).shape == (5, 8) and model.reconstruct(x).shape == x.shape
+    assert model.training
+
+
+# -- data and logging ------------------------------------------------------------------------------------
+def test_hflip_mirrors_about_half_of_a_uint8_batch():
+    images = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(200, 1, 1, 1)
+    torch.manual_seed(0)
+    out, _ = collate((images, torch.zeros(200)), hflip=True)
+    flipped = (out == collate((images.flip(-1), None))[0]).flatten(1).all(1)
+    kept = (out == collate((images, None))[0]).flatten(1).all(1)
+    assert torch.all(flipped ^ kept) and 70 < flipped.sum() < 130
+
+
+def test_images_and_scalars_share_the_step_axis(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from genlab.callbacks import SampleGrid
+
+    steps = []
+    logger = CSVLogger(tmp_path, name="", version="")
+    log_metrics = logger.log_metrics
+    monkeypatch.setattr(
+        logger, "log_metrics", lambda metrics, step=None: (steps.append(("scalar", step)), log_metrics(metrics, step))
+    )
+    monkeypatch.setattr(
+        "genlab.callbacks.images.log_image", lambda loggers, key, image, step: steps.append(("image", step))
+    )
+    fit(gan(n_critic=2), tmp_path, max_epochs=2, batches=4, callbacks=[SampleGrid(tmp_path / "samples")], logger=logger)
+    image_steps = [s for kind, s in steps if kind == "image"]
+    assert image_steps == [3, 7]  # on the batch axis of the scalars, not the 12 optimiser steps
+    assert set(image_steps) <= {s for kind, s in steps if kind == "scalar"}
+
+
+def test_discriminator_accuracy_is_logged(tmp_path):
+    model = gan()
+    trainer = fit(model, tmp_path, batches=2)
+    assert {"train/d_acc_real_epoch", "train/d_acc_fake_epoch", "train/jsd_epoch"} <= set(trainer.callback_metrics)
