@@ -205,7 +205,7 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     d0 = snapshot(model.discriminator)
     fit(model, tmp_path, batches=1)  # SGD lr 0.01: the update is lr * clipped gradient
     step = torch.cat([(p - b).flatten() for b, p in zip(d0, model.discriminator.parameters(), strict=True)])
-    assert 0 < step.norm() <= 0.01 * 1e-3 * 1.0001
+    assert 0 < step.norm() <= 0.01 * 1e-3 * 1.01  # float32 rounding of the parameter difference
 
 
 @pytest.mark.parametrize(("interval", "expected_halvings"), [("g_step", 6), ("epoch", 2)])
@@ -260,7 +260,7 @@ def test_ranks_draw_different_noise_and_a_rank_draws_the_same_twice():
         model = gan()
         model._trainer = SimpleNamespace(global_rank=rank)
         model.setup("fit")
-        draws.append(model.sample_latent(4))
+        draws.append(model.sample_latent(4, model.noise))
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
 
 

@@ -41,7 +41,7 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
             )
         self.latent_dim = self.latent_shape[0]
         self.num_classes = num_classes if conditional else 0
-        self.noise = torch.Generator()  # seeded per rank in `setup`; its state travels in the checkpoint
+        self.noise = torch.Generator()  # training noise, seeded per rank in `setup`; saved in the checkpoint
         # Fixed grid inputs, persistent so a resumed run and a copied checkpoint draw the same grids. Conditional
         # models get one row per class, the same noise in every row (for a binary attribute: off/on pairs).
         per_row = 8 if not self.num_classes else max(8, self.num_classes)
@@ -64,15 +64,16 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
         if "genlab_noise_state" in checkpoint:
             self.noise.set_state(checkpoint["genlab_noise_state"])
 
-    def sample_latent(self, n: int) -> Tensor:
-        """Prior samples `[n, *latent_shape]` on the module's device, from the module's noise generator."""
-        return torch.randn(n, *self.latent_shape, generator=self.noise).to(self.device)
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Prior samples `[n, *latent_shape]` on the module's device. Training passes `self.noise` (per rank,
+        checkpointed); `sample` uses the global RNG, so evaluators seed it without touching training's stream."""
+        return torch.randn(n, *self.latent_shape, generator=generator).to(self.device)
 
-    def sample_labels(self, n: int) -> Tensor | None:
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
         """Uniform class labels `[n]` for conditional models, else None."""
         if not self.num_classes:
             return None
-        return torch.randint(self.num_classes, (n,), generator=self.noise).to(self.device)
+        return torch.randint(self.num_classes, (n,), generator=generator).to(self.device)
 
     def fixed_inputs(self) -> tuple[Tensor, Tensor | None]:
         """The grid's `(z, y)`: the same every epoch, saved with the checkpoint."""

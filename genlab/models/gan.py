@@ -180,8 +180,8 @@ class GAN(GenerativeModule):
 
     # -- the objective ----------------------------------------------------------------------------------
     def _fake(self, n: int) -> tuple[Tensor, Tensor | None]:
-        y = self.sample_labels(n)
-        return self.generator(self.sample_latent(n), y), y
+        y = self.sample_labels(n, self.noise)
+        return self.generator(self.sample_latent(n, self.noise), y), y
 
     def _noisy(self, x: Tensor) -> Tensor:
         """Instance noise: N(0, sigma^2) added to D's inputs in training, sigma decaying linearly to 0 over G steps."""
