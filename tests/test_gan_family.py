@@ -185,14 +185,18 @@ def test_max_steps_counts_generator_steps_with_two_g_steps_per_turn(tmp_path):
     assert log.count("G") == 6 and "".join(log) == "DDGG" * 3
 
 
-@pytest.mark.parametrize("cls", [GAN, BiGAN])
-def test_each_player_step_moves_only_its_networks(tmp_path, cls):
+@pytest.mark.parametrize(
+    ("cls", "extra"),
+    [(GAN, {}), (GAN, {"conditional": True, "num_classes": 10}), (BiGAN, {})],
+    ids=["gan", "acgan", "bigan"],
+)
+def test_each_player_step_moves_only_its_networks(tmp_path, cls, extra):
     g_nets = ["generator"] + (["encoder"] if cls is BiGAN else [])
     for only, moved, still in (
         ("d_only_every", ["discriminator"], g_nets),
         ("g_only_every", g_nets, ["discriminator"]),
     ):
-        model = gan(cls=cls, **{only: 1})  # every epoch trains only that player
+        model = gan(cls=cls, **extra, **{only: 1})  # every epoch trains only that player
         before = {name: snapshot(getattr(model, name)) for name in moved + still}
         fit(model, tmp_path, batches=1)
         assert all(changed(before[name], getattr(model, name)) for name in moved), only
