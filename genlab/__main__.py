@@ -30,7 +30,7 @@ def run_task(task, cfg: DictConfig):
         sys.exit(1)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from genlab.tasks.train import train
 

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers used by conf/ (registered on `import genlab`)."""
+"""OmegaConf resolvers used by genlab/conf/ (registered on `import genlab`)."""
 
 from pathlib import Path
 
@@ -6,9 +6,10 @@ from omegaconf import OmegaConf
 
 
 def project_root() -> str:
-    """The repository root (the folder holding conf/), or the working directory for a non-editable install."""
+    """The repository root (the folder holding pyproject.toml) for a source checkout, or the working directory
+    for a non-editable install (outputs/ and data/ then hang from where genlab is run)."""
     root = Path(__file__).resolve().parents[2]
-    return str(root if (root / "conf").is_dir() else Path.cwd())
+    return str(root if (root / "pyproject.toml").is_file() and (root / "genlab").is_dir() else Path.cwd())
 
 
 def register_resolvers() -> None:

@@ -1,0 +1,4 @@
+from genlab.callbacks.checkpoint import Checkpoint
+from genlab.callbacks.images import Reconstructions, SampleGrid
+
+__all__ = ["Checkpoint", "Reconstructions", "SampleGrid"]

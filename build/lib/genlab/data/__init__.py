@@ -1,0 +1,17 @@
+from genlab.data.base import GenDataModule, ImageTensorDataset, collate
+from genlab.data.digits import DigitsDataModule
+from genlab.data.dsprites import DSpritesDataModule
+from genlab.data.files import CelebADataModule, ImageFileDataset, ImageFolderDataModule
+from genlab.data.torchvision_sets import TorchvisionDataModule
+
+__all__ = [
+    "CelebADataModule",
+    "DSpritesDataModule",
+    "DigitsDataModule",
+    "GenDataModule",
+    "ImageFileDataset",
+    "ImageFolderDataModule",
+    "ImageTensorDataset",
+    "TorchvisionDataModule",
+    "collate",
+]

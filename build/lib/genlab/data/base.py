@@ -1,0 +1,157 @@
+"""The datamodule contract shared by every dataset.
+
+Batches are `(x, y)`: `x` float32 `[B, C, H, W]` in [-1, 1]; `y` long `[B]` (-1 when unlabelled) or
+`[B, K]` attribute labels. Images are stored as uint8 and normalised once per batch in `collate`.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from functools import partial
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from genlab.errors import ConfigError
+from genlab.utils.images import uint8_to_model
+
+
+class ImageTensorDataset(Dataset):
+    """Images held in memory as one uint8 tensor `[N, C, H, W]`; batches are gathered in one indexing op."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        assert images.dtype == torch.uint8 and images.ndim == 4, (images.dtype, images.shape)
+        assert len(images) == len(labels)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        # DataLoader calls this with a whole batch of indices: one gather instead of B item lookups.
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+    def select(self, indices: Tensor) -> "ImageTensorDataset":
+        return ImageTensorDataset(self.images[indices], self.labels[indices])
+
+
+def collate(batch: "tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]", hflip: bool = False) -> tuple[Tensor, Tensor]:
+    """uint8 images (already gathered, or a list of items) -> (float [-1, 1] images, labels). With `hflip`,
+    a random half of the batch (each image with probability 1/2) is mirrored left-right, on the uint8 batch."""
+    if isinstance(batch, list):
+        batch = (torch.stack([b[0] for b in batch]), torch.stack([torch.as_tensor(b[1]) for b in batch]))
+    images, labels = batch
+    if hflip:
+        flip = torch.rand(images.shape[0]) < 0.5
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)  # (B,) -> (B, 1, 1, 1)
+    return uint8_to_model(images), labels
+
+
+def resize_uint8(images: Tensor, image_size: int) -> Tensor:
+    """Resize uint8 `[N, C, h, w]` to `[N, C, image_size, image_size]` (antialiased bilinear)."""
+    if images.shape[-1] == image_size and images.shape[-2] == image_size:
+        return images
+    out = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def convert_channels(images: Tensor, channels: int) -> Tensor:
+    """uint8 `[N, c, H, W]` -> `[N, channels, H, W]`: grey is repeated to RGB, RGB is turned to luminance."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (images.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    raise ConfigError(f"data.channels={channels} is not supported for {c}-channel images; expected 1 or 3")
+
+
+def seeded_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Split range(n) into (kept, held_out) index tensors; both sorted, held_out is `fraction` of n."""
+    n_held = int(round(n * fraction))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_held:].sort().values, perm[:n_held].sort().values
+
+
+class GenDataModule(L.LightningDataModule, ABC):
+    """Base datamodule: validation split, `subset`, loaders, and the size/label attributes models need.
+
+    Subclasses implement `load(split)` for split in {"train", "test"} (and may return "val" via
+    `official_val`), returning a dataset of uint8 images with `select(indices)`.
+    """
+
+    official_val = False  # datasets with their own validation split set this and load("val")
+
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        num_classes: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        subset: int | None = None,
+        split_seed: int = 0,
+        class_names: list[str] | None = None,
+        hflip: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction} is out of range; expected 0 <= value < 1")
+        if subset is not None and subset < 1:
+            raise ConfigError(f"data.subset={subset} is invalid; expected a positive number of images or null")
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels={channels} is not supported; expected 1 or 3")
+        self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
+        self.class_names = list(class_names) if class_names else None
+        self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        self.val_fraction, self.subset, self.split_seed = val_fraction, subset, split_seed
+        self.data_train = self.data_val = self.data_test = None
+
+    @abstractmethod
+    def load(self, split: str) -> Dataset:
+        """The full `split` ("train", "test", or "val" when `official_val`) as a dataset with `select`."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data_train is None:
+            pool = self.load("train")
+            if self.official_val:
+                train_idx, self.data_val = torch.arange(len(pool)), self.load("val")
+            else:
+                train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
+                self.data_val = pool.select(val_idx) if len(val_idx) else None
+            if self.subset is not None:
+                train_idx = train_idx[: self.subset]  # the first N training images, in dataset order
+            self.data_train = pool.select(train_idx)
+        if self.data_test is None and stage in (None, "test", "validate", "predict"):
+            self.data_test = self.load("test")
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= self.batch_size,  # BatchNorm needs B > 1
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=partial(collate, hflip=self.hflip and train),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.data_val, train=False) if self.data_val is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        if self.data_test is None:
+            self.data_test = self.load("test")
+        return self._loader(self.data_test, train=False)

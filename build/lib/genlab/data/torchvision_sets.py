@@ -1,0 +1,136 @@
+"""MNIST, Fashion-MNIST and CIFAR-10, held in memory as uint8 tensors.
+
+MNIST-style sets are read straight from the original idx files in `<root>/<Folder>/raw/` (`.gz` or
+extracted), so a read-only copy of the four .gz files works offline and nothing is written next to
+them; CIFAR-10 from the python batches in `<root>/cifar-10-batches-py/`. When files are missing and
+`download` is true, torchvision's own download code fetches them.
+"""
+
+import gzip
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from genlab.data.base import GenDataModule, ImageTensorDataset, convert_channels, resize_uint8
+from genlab.errors import DatasetNotFoundError, check_choice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spec:
+    tv_class: str  # class name in torchvision.datasets
+    folder: str  # what the dataset lives under, inside root
+    files: tuple[str, ...]  # what must be there
+    classes: tuple[str, ...]
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# file-name prefixes of each split: [cifar-style, idx-style][split]
+_PREFIX = ({"train": "data_batch", "test": "test_batch"}, {"train": "train-", "test": "t10k-"})
+SPECS = {
+    "mnist": Spec("MNIST", "MNIST/raw", _IDX, tuple(str(i) for i in range(10))),
+    "fashion_mnist": Spec(
+        "FashionMNIST",
+        "FashionMNIST/raw",
+        _IDX,
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "cifar10": Spec(
+        "CIFAR10",
+        "cifar-10-batches-py",
+        ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"),
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (optionally .gz): the MNIST format, big-endian dims after a 4-byte magic."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def read_cifar_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read CIFAR python-format batches (pickled dicts with `data` [N, 3072] and `labels`) -> uint8 NCHW, labels."""
+    images, labels = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # (N, 3072) -> (N, C, H, W)
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
+
+
+def _find(folder: Path, name: str, gz_ok: bool = True) -> Path | None:
+    """`folder/name`, or `folder/name.gz` where compressed files are read, if either exists."""
+    for candidate in (folder / name, folder / f"{name}.gz") if gz_ok else (folder / name,):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+class TorchvisionDataModule(GenDataModule):
+    """`dataset` in {mnist, fashion_mnist, cifar10}; `root` holds torchvision's folder layout."""
+
+    def __init__(self, dataset: str, root: str, download: bool = True, num_classes: int = 10, **kwargs) -> None:
+        check_choice("data.dataset", dataset, SPECS)
+        self.spec = SPECS[dataset]
+        check_choice("data.num_classes", num_classes, (len(self.spec.classes),))
+        super().__init__(num_classes=num_classes, class_names=list(self.spec.classes), **kwargs)
+        self.dataset, self.root, self.download = dataset, Path(root).expanduser(), download
+
+    def _missing(self, split: str | None = None) -> list[str]:
+        """Expected files (of `split` only, when given) that are not on disk."""
+        folder, gz_ok = self.root / self.spec.folder, self.spec.folder.endswith("raw")
+        files = [f for f in self.spec.files if split is None or f.startswith(_PREFIX[self.dataset != "cifar10"][split])]
+        return [f for f in files if _find(folder, f, gz_ok) is None]
+
+    def prepare_data(self) -> None:
+        if not self._missing() or not self.download:
+            return
+        log.info("Downloading %s to %s", self.dataset, self.root)
+        tv_class = getattr(torchvision.datasets, self.spec.tv_class)
+        try:
+            for train in (True, False):
+                tv_class(str(self.root), train=train, download=True)
+        except Exception as err:  # offline, mirror down, disk full: all end in the same clear message
+            raise self._not_found(f"download failed: {err}") from err
+
+    def _not_found(self, reason: str) -> DatasetNotFoundError:
+        folder = self.root / self.spec.folder
+        return DatasetNotFoundError(
+            f"dataset '{self.dataset}' not found in {folder} ({reason}). Expected files: "
+            f"{', '.join(self._missing() or self.spec.files)} (MNIST-style files may be .gz). Provide them by "
+            f"setting GENLAB_DATA_DIR (or data.root) to the folder that contains '{self.spec.folder.split('/')[0]}/', "
+            f"or run online with data.download=true."
+        )
+
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        split = "train" if train else "test"
+        if self._missing(split):
+            self.prepare_data()
+        if self._missing(split):
+            raise self._not_found("download is disabled" if not self.download else "files still missing")
+        folder = self.root / self.spec.folder
+        if self.dataset == "cifar10":
+            names = [f for f in self.spec.files if f.startswith("data_batch")] if train else ["test_batch"]
+            return read_cifar_batches([folder / n for n in names])
+        prefix = "train" if train else "t10k"
+        images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
+        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+    def load(self, split: str) -> ImageTensorDataset:
+        images, labels = self._read(train=split == "train")
+        images = convert_channels(resize_uint8(images, self.image_size), self.channels)
+        return ImageTensorDataset(images, labels.long())

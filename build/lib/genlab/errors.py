@@ -1,0 +1,20 @@
+"""User-facing errors: the entry points print their message (no traceback) and exit non-zero."""
+
+
+class GenlabError(Exception):
+    """Base class for errors caused by the user's input (config, data, checkpoints)."""
+
+
+class ConfigError(GenlabError, ValueError):
+    """A config value is not one that genlab accepts."""
+
+
+class DatasetNotFoundError(GenlabError, FileNotFoundError):
+    """A dataset is not on disk and could not be downloaded."""
+
+
+def check_choice(name: str, value: object, choices: "list | tuple | dict") -> None:
+    """Raise a ConfigError naming `value` and the accepted `choices` unless value is one of them."""
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{name}={value!r} is not supported; expected one of: {accepted}")

@@ -1,0 +1,110 @@
+"""The contract every generative model offers to callbacks, metrics and tasks."""
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+
+from genlab.errors import ConfigError
+
+
+class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
+    """Base class of every model: `sample(n, y)`, fixed grid inputs, a per-rank noise generator.
+
+    Images are `[B, C, H, W]` floats in [-1, 1]. The latent is `[B, *latent_shape]`: a flat Gaussian
+    vector by default (`latent_shape == (latent_dim,)`); models with another prior (a grid of codes)
+    override `sample_latent`. Conditional models (`num_classes > 0`) take labels `y` `[B]` in `decode`
+    and `sample`. `monitor` / `monitor_mode` name the logged metric that selects the best checkpoint.
+    Models with an encoder also define `encode(x) -> [B, latent_dim]` and `reconstruct(x)`.
+
+    ABCMeta makes `decode` a real contract: a subclass without it cannot be instantiated.
+    """
+
+    monitor: str | None = "val/loss"
+    monitor_mode: str = "min"
+
+    def __init__(
+        self, latent_dim: int | tuple[int, ...], num_classes: int = 0, num_fixed: int = 64, conditional: bool = False
+    ) -> None:
+        super().__init__()
+        self.latent_shape = tuple(latent_dim) if isinstance(latent_dim, tuple | list) else (latent_dim,)
+        if any(not isinstance(d, int) or d < 1 for d in self.latent_shape):
+            raise ConfigError(f"model.latent_dim={latent_dim} is invalid; expected a positive integer")
+        if conditional and num_classes < 2:
+            raise ConfigError(
+                f"{type(self).__name__} is conditional and needs labelled data, but data.num_classes={num_classes}; "
+                f"use a labelled dataset (digits, mnist, fashion_mnist, cifar10, celeba with data.attribute=..., "
+                f"or image_folder with class subfolders)"
+            )
+        self.latent_dim = self.latent_shape[0]
+        self.num_classes = num_classes if conditional else 0
+        self.noise = torch.Generator()  # training noise, seeded per rank in `setup`; saved in the checkpoint
+        # Fixed grid inputs, persistent so a resumed run and a copied checkpoint draw the same grids. Conditional
+        # models get one row per class, the same noise in every row (for a binary attribute: off/on pairs).
+        per_row = 8 if not self.num_classes else max(8, self.num_classes)
+        rows = self.num_classes or num_fixed // per_row
+        self.grid_nrow = per_row
+        z = torch.randn(per_row if self.num_classes else rows * per_row, *self.latent_shape)
+        self.register_buffer("fixed_noise", z.repeat(rows, *[1] * len(self.latent_shape)) if self.num_classes else z)
+        labels = torch.arange(rows).repeat_interleave(per_row) if self.num_classes else torch.empty(0)
+        self.register_buffer("fixed_labels", labels.long())
+
+    # -- noise ---------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Every rank is seeded alike by seed_everything; offset the noise by rank so GPUs draw different z.
+        self.noise.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["genlab_noise_state"] = self.noise.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "genlab_noise_state" in checkpoint:
+            self.noise.set_state(checkpoint["genlab_noise_state"])
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Prior samples `[n, *latent_shape]` on the module's device. Training passes `self.noise` (per rank,
+        checkpointed); `sample` uses the global RNG, so evaluators seed it without touching training's stream."""
+        return torch.randn(n, *self.latent_shape, generator=generator).to(self.device)
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
+        """Uniform class labels `[n]` for conditional models, else None."""
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), generator=generator).to(self.device)
+
+    def fixed_inputs(self) -> tuple[Tensor, Tensor | None]:
+        """The grid's `(z, y)`: the same every epoch, saved with the checkpoint."""
+        return self.fixed_noise, (self.fixed_labels if self.num_classes else None)
+
+    # -- generation ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Latents `[B, *latent_shape]` (and labels `[B]`) -> images `[B, C, H, W]` in [-1, 1]."""
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Eval mode (BatchNorm running stats, no dropout) inside the block; afterwards every submodule's own
+        mode is restored, so a frozen sub-network stays in eval mode."""
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes.items():
+                module.train(training)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """`decode` in eval mode, without gradients."""
+        with self.eval_mode():
+            return self.decode(z.to(self.device), None if y is None else y.to(self.device))
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """`n` new images `[n, C, H, W]` in [-1, 1]; conditional models honour `y` (uniform labels if None)."""
+        if self.num_classes:
+            y = self.sample_labels(n) if y is None else torch.as_tensor(y, dtype=torch.long, device=self.device)
+            y = y.expand(n)  # a single label means n of that class
+        return self.generate(self.sample_latent(n), y if self.num_classes else None)

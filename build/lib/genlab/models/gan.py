@@ -1,0 +1,271 @@
+"""The adversarial engine: one module owns, for every GAN, the step schedule, manual optimisation,
+gradient clipping, per-player LR schedulers, the EMA generator and the `max_steps` rule. A model
+supplies its objective (`genlab.models.objectives`) and networks; ACGAN is this class with
+`conditional=true`, BiGAN a small subclass (`genlab.models.bigan`).
+
+GAN: Goodfellow et al. 2014 (https://arxiv.org/abs/1406.2661); DCGAN nets: Radford et al. 2016;
+ACGAN: Odena et al. 2017 (https://arxiv.org/abs/1610.09585).
+
+Stepping (`genlab.models.schedule.Schedule`): each batch is one D step on that real batch; after every
+`n_critic`-th batch come `n_gen` G steps, each on fresh noise (as in Algorithm 1 of both the GAN and
+the WGAN papers). `trainer.max_steps` counts **generator steps** for this module.
+"""
+
+import copy
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from genlab.errors import ConfigError, check_choice
+from genlab.models.base import GenerativeModule
+from genlab.models.objectives import make_objective
+from genlab.models.schedule import Schedule
+from genlab.nets.common import DiscriminatorHeads
+
+
+def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False, high_closed=False) -> None:
+    above = low < value if low_open else low <= value
+    below = value <= high if high_closed else value < high
+    if not (above and below):
+        relation = ("<" if low_open else "<=", "<=" if high_closed else "<")
+        raise ConfigError(
+            f"model.{name}={value} is out of range; expected {low} {relation[0]} value {relation[1]} {high}"
+        )
+
+
+class GAN(GenerativeModule):
+    """`generator`: `[B, latent_dim]` (+ labels `[B]`) -> `[B, C, H, W]` in [-1, 1]; `discriminator`: a
+    feature trunk `[B, C, H, W]` -> `[B, out_dim]`, to which this class adds the adversarial head (and, when
+    `conditional`, ACGAN's auxiliary classifier head with weight `aux_weight`)."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        latent_dim: int,
+        optimizer_g: Callable[..., Optimizer],
+        optimizer_d: Callable[..., Optimizer],
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        loss: str = "bce",
+        saturating: bool = False,
+        clip_value: float | None = None,
+        gp_weight: float = 10.0,
+        n_critic: int = 1,
+        n_gen: int = 1,
+        skip_d_every: int = 0,
+        d_only_every: int = 0,
+        g_only_every: int = 0,
+        label_smoothing: float = 0.0,
+        label_flip: float = 0.0,
+        instance_noise: float = 0.0,
+        instance_noise_steps: int = 0,
+        grad_clip_g: float | None = None,
+        grad_clip_d: float | None = None,
+        scheduler_g: Callable[[Optimizer], LRScheduler] | None = None,
+        scheduler_d: Callable[[Optimizer], LRScheduler] | None = None,
+        scheduler_interval: str = "epoch",
+        ema_decay: float | None = None,
+        num_classes: int = 0,
+        conditional: bool = False,
+        aux_weight: float = 1.0,
+    ) -> None:
+        super().__init__(latent_dim, num_classes=num_classes, conditional=conditional)
+        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
+            if not lr > 0:
+                raise ConfigError(f"model.{name}={lr} is invalid; expected a learning rate > 0")
+        self.objective = make_objective(loss, saturating, clip_value, gp_weight)
+        self.schedule = Schedule(n_critic, n_gen, skip_d_every, d_only_every, g_only_every)
+        _check_range("label_smoothing", label_smoothing, 0.0, 1.0)
+        _check_range("label_flip", label_flip, 0.0, 1.0, high_closed=True)
+        if (label_smoothing or label_flip) and not self.objective.uses_targets:
+            raise ConfigError(f"model.label_smoothing / model.label_flip need loss bce or least_squares, not {loss!r}")
+        if instance_noise < 0 or (instance_noise > 0 and instance_noise_steps < 1):
+            raise ConfigError(
+                f"model.instance_noise={instance_noise} with instance_noise_steps={instance_noise_steps} is invalid; "
+                f"expected sigma >= 0 and, when sigma > 0, a positive number of G steps to decay over"
+            )
+        check_choice("model.scheduler_interval", scheduler_interval, ("epoch", "g_step"))
+        if ema_decay is not None:
+            _check_range("ema_decay", ema_decay, 0.0, 1.0, low_open=True)
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = DiscriminatorHeads(discriminator, self.num_classes)
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+        self.optimizer_g, self.optimizer_d, self.lr_g, self.lr_d = optimizer_g, optimizer_d, lr_g, lr_d
+        self.scheduler_g, self.scheduler_d, self.scheduler_interval = scheduler_g, scheduler_d, scheduler_interval
+        self.grad_clip = {"g": grad_clip_g, "d": grad_clip_d}
+        self.label_smoothing, self.label_flip, self.aux_weight = label_smoothing, label_flip, aux_weight
+        self.instance_noise, self.instance_noise_steps, self.ema_decay = instance_noise, instance_noise_steps, ema_decay
+        self.monitor = f"val/{self.objective.divergence}" if self.objective.divergence else None
+        self.steps = {"batches": 0, "d": 0, "g": 0}  # saved in the checkpoint; drive the schedule
+        self._max_g_steps: int | None = None
+
+    # -- generation -------------------------------------------------------------------------------------
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Images from the EMA generator when `ema_decay` is set, else from the live one."""
+        return (self.generator if self.generator_ema is None else self.generator_ema)(z, y)
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        """What G's optimiser updates (BiGAN adds its encoder)."""
+        return self.generator.parameters()
+
+    # -- the schedule -----------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._take_over_max_steps()
+
+    def _take_over_max_steps(self) -> None:
+        """`trainer.max_steps` counts G steps here, but Lightning counts every optimiser step (D and G).
+        Take the budget over and lift Lightning's own limit. The one place that writes loop state: Lightning
+        has no public setter on the Trainer; `test_max_steps_counts_generator_steps` breaks if this changes."""
+        if self._max_g_steps is None:
+            self._max_g_steps = self.trainer.max_steps
+            self.trainer.fit_loop.epoch_loop.max_steps = -1
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> int | None:
+        if self._max_g_steps is not None and 0 <= self._max_g_steps <= self.steps["g"]:
+            self.trainer.should_stop = True
+            return -1  # ends the epoch; should_stop ends the fit
+        return None
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        opt_g, opt_d = self.optimizers()
+        d_step, g_steps = self.schedule.plan(self.steps["batches"], self.current_epoch)
+        logs: dict[str, Tensor] = {}
+        if d_step:
+            logs |= self._step_player("d", opt_d, self.discriminator_loss, x, y)
+            self.objective.after_d_step(self.discriminator)
+        for _ in range(g_steps):
+            logs |= self._step_player("g", opt_g, self.generator_loss, x, y)
+            self._update_ema()
+            if self.scheduler_interval == "g_step":
+                self._step_schedulers()
+        self.steps["batches"] += 1
+        logs |= {"train/g_steps": float(self.steps["g"]), "train/d_steps": float(self.steps["d"])}
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=x.shape[0])
+
+    def _step_player(self, player: str, opt: Optimizer, loss_fn: Callable, x: Tensor, y: Tensor) -> dict:
+        with self.toggled_optimizer(opt):
+            loss, logs = loss_fn(x, y)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if self.grad_clip[player]:
+                self.clip_gradients(opt, gradient_clip_val=self.grad_clip[player], gradient_clip_algorithm="norm")
+            opt.step()
+        self.steps[player] += 1
+        return {f"train/{k}": v.detach() for k, v in logs.items()}
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler_interval == "epoch":
+            self._step_schedulers()
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            ema.lerp_(live, 1.0 - self.ema_decay)  # ema = decay * ema + (1 - decay) * live
+        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            ema.copy_(live)  # BatchNorm statistics follow the live generator
+
+    # -- the objective ----------------------------------------------------------------------------------
+    def _fake(self, n: int) -> tuple[Tensor, Tensor | None]:
+        y = self.sample_labels(n, self.noise)
+        return self.generator(self.sample_latent(n, self.noise), y), y
+
+    def _noisy(self, x: Tensor) -> Tensor:
+        """Instance noise: N(0, sigma^2) added to D's inputs in training, sigma decaying linearly to 0 over G steps."""
+        if not self.instance_noise or not self.training:
+            return x
+        sigma = self.instance_noise * max(0.0, 1.0 - self.steps["g"] / self.instance_noise_steps)
+        return x + sigma * torch.randn_like(x) if sigma > 0 else x
+
+    def _targets(self, n: int) -> tuple[Tensor, Tensor]:
+        """D's real/fake targets `[n]` in training: one-sided smoothing of the real target, and random flips."""
+        smoothing = self.label_smoothing if self.training else 0.0
+        real = torch.full((n,), 1.0 - smoothing, device=self.device)
+        fake = torch.zeros(n, device=self.device)
+        if self.label_flip and self.training:
+            flip = torch.rand(n, device=self.device) < self.label_flip
+            real, fake = torch.where(flip, fake, real), torch.where(flip, real, fake)
+        return real, fake
+
+    def discriminator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        with torch.no_grad():
+            fake, y_fake = self._fake(x.shape[0])
+        real_in, fake_in = self._noisy(x), self._noisy(fake)
+        (real_out, real_aux), (fake_out, fake_aux) = self.discriminator(real_in), self.discriminator(fake_in)
+        loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
+        logs = self._diagnostics(real_out, fake_out)
+        critic = lambda v: self.discriminator(v)[0]  # noqa: E731
+        penalty = self.objective.penalty(critic, real_in, fake_in) if self.training else None
+        if penalty is not None:
+            loss, logs["gp"] = loss + penalty, penalty
+        if real_aux is not None:  # ACGAN: D also classifies real and generated images
+            aux = F.cross_entropy(real_aux, y) + F.cross_entropy(fake_aux, y_fake)
+            loss, logs["aux_loss"] = loss + self.aux_weight * aux, aux
+            logs |= {"aux_acc_real": _accuracy(real_aux, y), "aux_acc_fake": _accuracy(fake_aux, y_fake)}
+        logs["d_loss"] = loss
+        return loss, logs
+
+    def generator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        fake, y_fake = self._fake(x.shape[0])
+        fake_out, fake_aux = self.discriminator(self._noisy(fake))
+        loss = self.objective.g_loss(fake_out)
+        if fake_aux is not None:
+            loss = loss + self.aux_weight * F.cross_entropy(fake_aux, y_fake)
+        return loss, {"g_loss": loss}
+
+    def _diagnostics(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        """The divergence estimate and, for a classifying D, its accuracy on real and on generated images."""
+        logs = {}
+        with torch.no_grad():
+            estimate = self.objective.estimate(real_out, fake_out)
+            if estimate is not None:
+                logs[self.objective.divergence] = estimate
+            if self.objective.classifies:
+                logs["d_acc_real"] = (real_out > self.objective.threshold).float().mean()
+                logs["d_acc_fake"] = (fake_out <= self.objective.threshold).float().mean()
+        return logs
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        x, y = batch  # in eval mode: no penalty, instance noise, smoothing or flips
+        (_, d_logs), (_, g_logs) = self.discriminator_loss(x, y), self.generator_loss(x, y)
+        logs = {f"{split}/{k}": v.detach() for k, v in (d_logs | g_logs).items()}
+        self.log_dict(logs, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler]]:
+        opt_g = self.optimizer_g(self.generator_parameters(), lr=self.lr_g)
+        opt_d = self.optimizer_d(self.discriminator.parameters(), lr=self.lr_d)
+        pairs = ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d))
+        return [opt_g, opt_d], [factory(opt) for factory, opt in pairs if factory is not None]
+
+    # -- checkpoint -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["genlab_gan_steps"] = dict(self.steps)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.steps = dict(checkpoint.get("genlab_gan_steps", self.steps))
+
+
+def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    return (logits.argmax(1) == y).float().mean()

@@ -1,0 +1,142 @@
+"""Convolutional encoders and decoders sized from `image_size` and `channels` (DCGAN: Radford et al. 2016,
+https://arxiv.org/abs/1511.06434). Shared by the DCGAN family, the conv VAE, autoencoders and the VQ-VAE.
+
+Sizes: 28 (7 -> 14 -> 28) and every power of two from 8 to 512. Each block halves (encoder) or doubles
+(decoder) the resolution with a 4x4 stride-2 convolution; by default there are min(log2(size) - 2, 5) blocks,
+so 64 px goes 4 -> 64 and 512 px 16 -> 512 in five blocks. Block widths are `width` on the image side,
+doubling towards the latent side up to `width * max_mult`.
+"""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from genlab.errors import ConfigError
+from genlab.nets.common import LabelConditioning, activation, norm_2d, output_activation
+
+SIZES = (8, 16, 28, 32, 64, 128, 256, 512)
+
+
+def resolution_plan(image_size: int, n_blocks: int | None = None) -> tuple[int, int]:
+    """`(n_blocks, start)`: how many stride-2 blocks and the resolution on the latent side."""
+    if image_size not in SIZES:
+        raise ConfigError(
+            f"data.image_size={image_size} cannot be built by the conv nets; expected one of: "
+            f"{', '.join(map(str, SIZES))}"
+        )
+    most = 2 if image_size == 28 else int(math.log2(image_size)) - 2
+    n = min(most, 5) if n_blocks is None else n_blocks
+    if not 1 <= n <= most:
+        raise ConfigError(f"n_blocks={n_blocks} is invalid for image_size={image_size}; expected 1 to {most}")
+    return n, image_size // 2**n
+
+
+def block_widths(width: int, n: int, max_mult: int = 8) -> list[int]:
+    """Channels after each block, from the image side: width, 2 width, 4 width, ... capped at max_mult width."""
+    if width < 1:
+        raise ConfigError(f"width={width} is invalid; expected a positive integer")
+    return [width * min(2**i, max_mult) for i in range(n)]
+
+
+class ConvEncoder(nn.Module):
+    """`[B, C, H, W]` -> features `[B, out_dim]` (flattened, through a linear layer when `out_dim` is set) or,
+    with `spatial=True`, the feature map `[B, out_channels or widths[-1], start, start]`.
+
+    The first block has no norm (DCGAN); `norm` is batch, layer (WGAN-GP critic) or none.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        width: int = 64,
+        out_dim: int | None = None,
+        n_blocks: int | None = None,
+        norm: str = "batch",
+        activation_name: str = "leaky_relu",
+        max_mult: int = 8,
+        spatial: bool = False,
+        out_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        n, start = resolution_plan(image_size, n_blocks)
+        widths = block_widths(width, n, max_mult)
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip([channels, *widths[:-1]], widths, strict=True)):
+            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0 or norm != "batch"))
+            layers += [norm_2d(norm if i > 0 else "none", c_out), activation(activation_name)]
+        if spatial and out_channels is not None:
+            layers.append(nn.Conv2d(widths[-1], out_channels, 1))
+        elif not spatial:
+            layers.append(nn.Flatten())  # (B, C', s, s) -> (B, C' s s)
+            if out_dim is not None:
+                layers.append(nn.Linear(widths[-1] * start * start, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.out_shape = (out_channels or widths[-1], start, start)
+        self.out_dim = out_dim if out_dim is not None else math.prod(self.out_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """`[B, latent_dim]` (and labels `[B]` when `num_classes > 0`) -> `[B, C, H, W]`; with `in_channels` set,
+    a feature map `[B, in_channels, start, start]` instead of a vector (the VQ-VAE's quantised grid).
+
+    The vector is projected to `[widths[-1], start, start]`; each block doubles the resolution with BatchNorm
+    (`norm`) and ReLU, the last one maps to `channels` with `output` none (logits) or tanh.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        latent_dim: int | None = None,
+        width: int = 64,
+        n_blocks: int | None = None,
+        norm: str = "batch",
+        activation_name: str = "relu",
+        output: str = "tanh",
+        max_mult: int = 8,
+        num_classes: int = 0,
+        in_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if (latent_dim is None) == (in_channels is None):
+            raise ConfigError("ConvDecoder needs exactly one of latent_dim (a vector) or in_channels (a feature map)")
+        n, start = resolution_plan(image_size, n_blocks)
+        widths = block_widths(width, n, max_mult)[::-1]  # latent side first
+        self.shape = (widths[0], start, start)
+        if in_channels is None:
+            self.cond = LabelConditioning(latent_dim, num_classes)
+            self.project = nn.Linear(self.cond.out_dim, math.prod(self.shape), bias=norm != "batch")
+        else:
+            self.cond, self.project = None, nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        layers: list[nn.Module] = [norm_2d(norm, widths[0]), activation(activation_name)]
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=norm != "batch"), norm_2d(norm, c_out)]
+            layers.append(activation(activation_name))
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), output_activation(output)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.cond is None:
+            return self.net(self.project(z))
+        h = self.project(self.cond(z, y))
+        return self.net(h.view(z.shape[0], *self.shape))  # (B, C' s s) -> (B, C', s, s)
+
+
+class JointDiscriminator(nn.Module):
+    """BiGAN's D trunk on pairs (x, z) (Donahue et al. 2017): `x_net(x)` features and an MLP of z,
+    concatenated and mixed: `[B, C, H, W]`, `[B, latent_dim]` -> `[B, out_dim]`."""
+
+    def __init__(self, x_net: nn.Module, latent_dim: int, hidden: int = 512, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.x_net = x_net
+        self.z_net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout))
+        self.joint = nn.Sequential(nn.Linear(x_net.out_dim + hidden, hidden), nn.LeakyReLU(0.2), nn.Dropout(dropout))
+        self.out_dim = hidden
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.joint(torch.cat([self.x_net(x), self.z_net(z)], dim=1))  # (B, F + H) -> (B, H)

@@ -1,0 +1,23 @@
+"""The one place where image value ranges are converted.
+
+Inside models images are float tensors in [-1, 1]. Datasets store uint8 in [0, 255]; losses, metrics
+and callbacks use [0, 1].
+"""
+
+import torch
+from torch import Tensor
+
+
+def uint8_to_model(x: Tensor) -> Tensor:
+    """uint8 [..., H, W] in [0, 255] -> float32 in [-1, 1]."""
+    return x.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def model_to_unit(x: Tensor) -> Tensor:
+    """float in [-1, 1] -> float in [0, 1] (clamped)."""
+    return x.add(1.0).mul_(0.5).clamp_(0.0, 1.0)
+
+
+def unit_to_model(x: Tensor) -> Tensor:
+    """float in [0, 1] -> float in [-1, 1]."""
+    return x.mul(2.0).sub_(1.0)

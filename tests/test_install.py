@@ -1,0 +1,28 @@
+"""A non-editable install (`pip install .`, i.e. a wheel) gives a working `python -m genlab`: the configs ship
+as package data and nothing is looked up next to the source tree."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_wheel_install_trains_from_its_packaged_configs(tmp_path):
+    wheel_dir, site, work = tmp_path / "wheel", tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(ROOT)]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    (wheel,) = wheel_dir.glob("genlab-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=300)
+    assert (site / "genlab" / "conf" / "train.yaml").is_file()
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "GENLAB_DATA_DIR": str(tmp_path / "data")}
+    run = [sys.executable, "-m", "genlab", "debug=fast", "logger=[]", "callbacks.progress_bar.refresh_rate=0"]
+    proc = subprocess.run(
+        [*run, f"hydra.run.dir={work / 'run'}"], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = [sys.executable, "-c", "import genlab; print(genlab.__file__)"]
+    assert str(site) in subprocess.run(probe, cwd=work, env=env, capture_output=True, text=True).stdout
+    assert (work / "run" / "checkpoints" / "last.ckpt").is_file()
