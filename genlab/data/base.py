@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.data.sampler import EpochShuffle, ResumableDataLoader
 from genlab.errors import ConfigError
 from genlab.utils.images import uint8_to_model
 
@@ -96,8 +97,11 @@ class GenDataModule(L.LightningDataModule, ABC):
         subset: int | None = None,
         split_seed: int = 0,
         class_names: list[str] | None = None,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
+        # the training order's seed; None: the global seed at construction (genlab seeds before building data)
+        self.shuffle_seed = shuffle_seed if shuffle_seed is not None else torch.initial_seed()
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} is out of range; expected 0 <= value < 1")
         if subset is not None and subset < 1:
@@ -123,16 +127,44 @@ class GenDataModule(L.LightningDataModule, ABC):
                 train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
                 self.data_val = pool.select(val_idx) if len(val_idx) else None
             if self.subset is not None:
+                if self.subset > len(train_idx):
+                    raise ConfigError(
+                        f"data.subset={self.subset} is larger than the training set ({len(train_idx)} images"
+                        f"{self._held_out()}); expected at most {len(train_idx)} or null"
+                    )
                 train_idx = train_idx[: self.subset]  # the first N training images, in dataset order
             self.data_train = pool.select(train_idx)
+        if stage in (None, "fit"):
+            self._check_trainable()
         if self.data_test is None and stage in (None, "test", "validate", "predict"):
             self.data_test = self.load("test")
 
+    def _held_out(self) -> str:
+        return (
+            "" if self.official_val or not self.val_fraction else f" after holding out val_fraction={self.val_fraction}"
+        )
+
+    def _check_trainable(self) -> None:
+        n = len(self.data_train)
+        subset = f" with data.subset={self.subset}" if self.subset is not None else ""
+        if n < 2:
+            raise ConfigError(
+                f"the training set has {n} image{'s' * (n != 1)}{subset}{self._held_out()}: too small to train on; "
+                f"expected at least 2 (raise data.subset or lower data.val_fraction)"
+            )
+        if self.batch_size > n:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training set ({n} images{subset}"
+                f"{self._held_out()}); expected at most {n}"
+            )
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
+        # training order: a permutation of (seed, epoch), resumable mid-epoch (see genlab/data/sampler.py)
+        sampler = EpochShuffle(len(dataset), seed=self.shuffle_seed) if train else None
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and len(dataset) >= self.batch_size,  # BatchNorm needs B > 1
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -1,0 +1,18 @@
+"""Test-only callbacks, reachable from configs as `+callbacks.<name>._target_=tests.helpers.<Class>`."""
+
+import os
+import signal
+
+import lightning.pytorch as L
+
+
+class SignalAfter(L.Callback):
+    """Sends `signum` to this process after `batches` training batches: an interruption at an exact point."""
+
+    def __init__(self, batches: int, signum: int = signal.SIGTERM) -> None:
+        self.batches, self.signum, self.seen = batches, signum, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.seen += 1
+        if self.seen == self.batches:
+            os.kill(os.getpid(), self.signum)
