@@ -16,3 +16,10 @@ class SignalAfter(L.Callback):
         self.seen += 1
         if self.seen == self.batches:
             os.kill(os.getpid(), self.signum)
+
+
+class Boom(L.Callback):
+    """A programming error inside training, to check how genlab reports bugs."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise RuntimeError("boom: a bug in a callback")

@@ -63,8 +63,11 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = [line for line in str(err).splitlines() if "Unsupported global" in line]
+        if not found:  # the pickle itself is damaged
+            raise _corrupt(path, key, " ".join(str(err).split()[-4:])) from err
         if not allow_unsafe:
-            reason = str(err).strip().splitlines()[-1][:200]
+            reason = found[0].split(" was not")[0].strip()
             raise CheckpointError(
                 f"{key}={path} holds pickled Python objects that are not plain weights ({reason}); loading them can "
                 f"run arbitrary code, so genlab refuses. If you trust its source, rerun with "
@@ -73,12 +76,16 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool
         log.warning("allow_unsafe_checkpoint=true: loading %s with weights_only=False (it may run code)", path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise CheckpointError(
-            f"{key}={path} is not a valid PyTorch checkpoint (corrupt or truncated file: {err}); expected a .ckpt "
-            f"written by torch.save, e.g. <run dir>/checkpoints/last.ckpt"
-        ) from err
+        raise _corrupt(path, key, " ".join(str(err).split())[:200]) from err
     _check_contents(path, key, checkpoint)
     return checkpoint
+
+
+def _corrupt(path: Path, key: str, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"{key}={path} is not a valid PyTorch checkpoint (corrupt or truncated file: {reason}); expected a .ckpt "
+        f"written by torch.save, e.g. <run dir>/checkpoints/last.ckpt"
+    )
 
 
 def _check_contents(path: Path, key: str, checkpoint: Any) -> None:

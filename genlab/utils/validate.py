@@ -59,8 +59,6 @@ def validate_config(cfg: DictConfig) -> None:
     queue = [(group, cfg[group]) for group in GROUPS if isinstance(cfg.get(group), DictConfig)]
     while queue:
         path, node = queue.pop(0)
-        if "_target_" in node:
-            _check_signature(path, node)
         for key in node:
             value = node._get_node(key)
             full = f"{path}.{key}"
@@ -70,6 +68,8 @@ def validate_config(cfg: DictConfig) -> None:
             rule = LR_RULE if LR.match(str(key)) else RULES.get(str(key))
             if rule is not None:
                 _check(full, _plain(node, key), *rule)
+        if "_target_" in node:
+            _check_signature(path, node)
 
 
 def _plain(node: DictConfig, key: Any) -> Any:
