@@ -23,3 +23,27 @@ class Boom(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         raise RuntimeError("boom: a bug in a callback")
+
+
+class PoisonBatches(L.Callback):
+    """Writes a NaN into the input images of the given training batches (counted across epochs)."""
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches, self.seen = set(batches), 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.seen in self.batches:
+            batch[0][0, 0, 0, 0] = float("nan")
+        self.seen += 1
+
+
+class PoisonWeightsAtEpoch(L.Callback):
+    """Sets every weight to NaN just before epoch `epoch`'s validation (and so before its checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            for p in pl_module.parameters():
+                p.data.fill_(float("nan"))

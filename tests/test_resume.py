@@ -1,6 +1,12 @@
 """Exact resume: a run interrupted (at an epoch end, or by a signal mid-epoch) and resumed in place ends with
 weights and optimiser state bit-identical to an uninterrupted run of the same length."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +79,65 @@ def test_resume_after_a_signal_mid_epoch_is_bit_exact(tmp_path, model):
     assert interrupted["global_step"] < final_state(tmp_path / "straight")["step"]
     run(tmp_path / "split", model, "trainer.max_epochs=3", f"resume={tmp_path / 'split'}")
     assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+CLI_FAST = ["model=vae", "debug=fast", "callbacks.progress_bar.refresh_rate=0", "data.image_size=8",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data")}
+    return subprocess.Popen([sys.executable, "-m", "genlab", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_training(proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (log.is_file() and "SIGTERM or SIGINT saves a resumable checkpoint" in log.read_text()):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+
+
+def test_sigterm_writes_a_checkpoint_exits_nonzero_and_resumes_in_place(tmp_path):
+    out = tmp_path / "run"
+    proc = start(tmp_path, *CLI_FAST, "trainer.max_epochs=100000", f"hydra.run.dir={out}")
+    wait_for_training(proc, out / "train.log")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"resumable checkpoint written to {out / 'checkpoints' / 'last.ckpt'}" in stderr
+    assert f"Resume with: python -m genlab resume={out}" in stderr
+    stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    rows_before = (out / "metrics.csv").read_text().splitlines()
+
+    resumed = subprocess.run([sys.executable, "-m", "genlab", f"resume={out}",
+                              f"trainer.max_epochs={stopped['epoch'] + 2}"],
+                             capture_output=True, text=True, env={**os.environ, "GENLAB_DATA_DIR": str(tmp_path)})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["epoch"] == stopped["epoch"] + 1 and final["global_step"] > stopped["global_step"]
+    assert (out / "metrics.csv").read_text().splitlines()[1 : len(rows_before)] == rows_before[1:]  # history kept
+    assert json.loads((out / "metrics.json").read_text())["test/nelbo"] is not None
+    assert [p.parent for p in tmp_path.rglob(".hydra")] == [out]  # no second run dir
+    both = stderr + resumed.stderr + resumed.stdout
+    assert "exists and is not empty" not in both and "will be deleted" not in both
+
+
+def test_killed_sweep_leaves_the_finished_jobs_intact(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start(tmp_path, "-m", *CLI_FAST, "trainer.max_epochs=1,100000,1", f"hydra.sweep.dir={sweep}")
+    wait_for_training(proc, sweep / "1" / "train.log")
+    done = {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()}
+    assert (sweep / "0" / "metrics.json").is_file()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()} == done
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / "2").exists()

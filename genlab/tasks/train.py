@@ -5,6 +5,7 @@ Everything that can reject a run (config values, data, the model, a checkpoint, 
 first file is written, so a rejected run leaves no run dir behind (see genlab/utils/runner.py).
 """
 
+import inspect
 import json
 import logging
 import math
@@ -60,17 +61,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     save_run_config(cfg, output_dir)  # the run has started: from here on the run dir is kept
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    weights_only = not cfg.get("allow_unsafe_checkpoint", False)
+    # Lightning >= 2.6 takes weights_only; before, the check in load_checkpoint above is the only gate
+    weights_only = _weights_only(not cfg.get("allow_unsafe_checkpoint", False))
     metrics: dict[str, float] = {}
     try:
         if cfg.get("train"):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **weights_only)
             metrics.update(_floats(trainer.callback_metrics))
         if cfg.get("test"):
             ckpt = ckpt_path
             if cfg.get("train"):  # test the best checkpoint of this fit, or the final weights without one
                 ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, weights_only=weights_only)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, **weights_only)
             metrics.update(_floats(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
@@ -79,6 +81,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_metrics(output_dir / "metrics.json", metrics)
         _print_outputs(output_dir, trainer)
     return metrics
+
+
+def _weights_only(value: bool) -> dict:
+    return {"weights_only": value} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:

@@ -63,11 +63,11 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = [line for line in str(err).splitlines() if "Unsupported global" in line]
+        found = [line for line in str(err).splitlines() if "GLOBAL" in line]  # a class or function, not data
         if not found:  # the pickle itself is damaged
             raise _corrupt(path, key, " ".join(str(err).split()[-4:])) from err
         if not allow_unsafe:
-            reason = found[0].split(" was not")[0].strip()
+            reason = found[0].split(" was not")[0].split(" whose module")[0].strip().rstrip(".")
             raise CheckpointError(
                 f"{key}={path} holds pickled Python objects that are not plain weights ({reason}); loading them can "
                 f"run arbitrary code, so genlab refuses. If you trust its source, rerun with "
