@@ -10,8 +10,14 @@ from genlab.errors import DivergenceError
 from genlab.tasks.train import train
 from tests.conftest import FAST, compose_cfg
 
-TINY = ["data.image_size=8", "data.batch_size=16", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-        "test=false", "model.latent_dim=4"]
+TINY = [
+    "data.image_size=8",
+    "data.batch_size=16",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "model.latent_dim=4",
+]
 VAE = ["model=vae", "model.encoder.hidden_dims=[16]", "model.decoder.hidden_dims=[16]", *TINY]
 GAN = ["model=gan", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]", *TINY]
 
@@ -43,8 +49,11 @@ def test_nan_in_a_gan_step_names_the_discriminator(tmp_path):
 
 def test_last_good_checkpoint_is_never_overwritten_by_a_nonfinite_state(tmp_path):
     poison = ["+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=1"]
-    with pytest.raises(DivergenceError, match=r"non-finite value nan in state_dict\..* \(checkpoint not written\); "
-                       r"the last good checkpoint is kept: .*last\.ckpt"):
+    with pytest.raises(
+        DivergenceError,
+        match=r"non-finite value nan in state_dict\..* \(checkpoint not written\); "
+        r"the last good checkpoint is kept: .*last\.ckpt",
+    ):
         run(tmp_path, *VAE, "trainer.max_epochs=3", *poison)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0
@@ -59,5 +68,6 @@ def test_skip_nonfinite_skips_up_to_max_skips(tmp_path, model):
     assert last["callbacks"]["DivergenceGuard"] == {"skipped": 2}
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
     with pytest.raises(DivergenceError, match=r"after skipping 1 such steps \(guard\.max_skips=1\)"):
-        run(tmp_path / "stop", *model, "trainer.max_epochs=2", *poison, "guard.skip_nonfinite=true",
-            "guard.max_skips=1")
+        run(
+            tmp_path / "stop", *model, "trainer.max_epochs=2", *poison, "guard.skip_nonfinite=true", "guard.max_skips=1"
+        )

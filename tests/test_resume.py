@@ -1,6 +1,7 @@
 """Exact resume: a run interrupted (at an epoch end, or by a signal mid-epoch) and resumed in place ends with
 weights and optimiser state bit-identical to an uninterrupted run of the same length."""
 
+import csv
 import json
 import os
 import signal
@@ -84,14 +85,27 @@ def test_resume_after_a_signal_mid_epoch_is_bit_exact(tmp_path, model):
 # ------------------------------------------------------------------------------------------- end to end
 
 
-CLI_FAST = ["model=vae", "debug=fast", "callbacks.progress_bar.refresh_rate=0", "data.image_size=8",
-            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+CLI_FAST = [
+    "model=vae",
+    "debug=fast",
+    "callbacks.progress_bar.refresh_rate=0",
+    "data.image_size=8",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data")}
-    return subprocess.Popen([sys.executable, "-m", "genlab", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "genlab", *args], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(f)]
 
 
 def wait_for_training(proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -106,6 +120,9 @@ def test_sigterm_writes_a_checkpoint_exits_nonzero_and_resumes_in_place(tmp_path
     out = tmp_path / "run"
     proc = start(tmp_path, *CLI_FAST, "trainer.max_epochs=100000", f"hydra.run.dir={out}")
     wait_for_training(proc, out / "train.log")
+    while not (out / "metrics.csv").is_file():  # an epoch or more in: there is history to keep
+        assert proc.poll() is None
+        time.sleep(0.1)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
@@ -114,15 +131,18 @@ def test_sigterm_writes_a_checkpoint_exits_nonzero_and_resumes_in_place(tmp_path
     assert f"resumable checkpoint written to {out / 'checkpoints' / 'last.ckpt'}" in stderr
     assert f"Resume with: python -m genlab resume={out}" in stderr
     stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    rows_before = (out / "metrics.csv").read_text().splitlines()
+    rows_before = csv_rows(out / "metrics.csv")
 
-    resumed = subprocess.run([sys.executable, "-m", "genlab", f"resume={out}",
-                              f"trainer.max_epochs={stopped['epoch'] + 2}"],
-                             capture_output=True, text=True, env={**os.environ, "GENLAB_DATA_DIR": str(tmp_path)})
+    resumed = subprocess.run(
+        [sys.executable, "-m", "genlab", f"resume={out}", f"trainer.max_epochs={stopped['epoch'] + 2}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GENLAB_DATA_DIR": str(tmp_path)},
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["epoch"] == stopped["epoch"] + 1 and final["global_step"] > stopped["global_step"]
-    assert (out / "metrics.csv").read_text().splitlines()[1 : len(rows_before)] == rows_before[1:]  # history kept
+    assert csv_rows(out / "metrics.csv")[: len(rows_before)] == rows_before  # the history is kept, then continued
     assert json.loads((out / "metrics.json").read_text())["test/nelbo"] is not None
     assert [p.parent for p in tmp_path.rglob(".hydra")] == [out]  # no second run dir
     both = stderr + resumed.stderr + resumed.stdout

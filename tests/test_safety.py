@@ -84,7 +84,10 @@ def test_wandb_with_a_key_but_no_server_goes_offline_fast_and_leaks_no_secret(tm
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "genlab", "model=vae", "logger=[csv,wandb]", "debug=fast", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "GENLAB_DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GENLAB_DATA_DIR": str(tmp_path), **env},
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,8 +95,11 @@ def test_wandb_with_a_key_but_no_server_goes_offline_fast_and_leaks_no_secret(tm
     assert elapsed < 60  # not wandb's own ~110 s of retries
     assert len(list((out / "wandb").glob("offline-run-*"))) == 1
     assert list(home.rglob("*")) == []  # wandb's settings, cache and logs stay under the run dir
-    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and (FAKE_KEY.encode() in p.read_bytes()
-                                                                 or SECRET.encode() in p.read_bytes())]
+    leaks = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and (FAKE_KEY.encode() in p.read_bytes() or SECRET.encode() in p.read_bytes())
+    ]
     assert leaks == [] and FAKE_KEY not in proc.stdout + proc.stderr
 
 
@@ -130,8 +136,15 @@ def test_metrics_json_is_strict_and_flags_nonfinite_values(tmp_path):
 
 
 def test_same_seed_and_config_give_identical_metrics_and_weights(tmp_path):
-    overrides = [*FAST, "model=gan", "data.image_size=8", "trainer.max_epochs=2", "model.latent_dim=8",
-                 "model.generator.hidden_dims=[32]", "model.discriminator.hidden_dims=[32]"]
+    overrides = [
+        *FAST,
+        "model=gan",
+        "data.image_size=8",
+        "trainer.max_epochs=2",
+        "model.latent_dim=8",
+        "model.generator.hidden_dims=[32]",
+        "model.discriminator.hidden_dims=[32]",
+    ]
     first = train(compose_cfg(overrides, output_dir=tmp_path / "a"))
     second = train(compose_cfg(overrides, output_dir=tmp_path / "b"))
     assert first == second and "test/jsd" in first
