@@ -73,11 +73,6 @@ CONFIG_CASES = {
         "model.latnt_dim is not an option of genlab.models.GAN; did you mean latent_dim? expected one of: generator, "
         "discriminator, latent_dim, optimizer_g, optimizer_d, lr_g, lr_d, loss, saturating, n_critic, clip_value",
     ),
-    "batch larger than data": (
-        ["data.subset=10", "data.batch_size=64"],
-        "data.batch_size=64 is larger than the training set (10 images with data.subset=10 after holding out "
-        "val_fraction=0.1); expected at most 10",
-    ),
     "too small to train": (
         ["model=gan", "data.subset=1"],
         "the training set has 1 image with data.subset=1 after holding out val_fraction=0.1: too small to train on; "
@@ -144,6 +139,15 @@ def test_dataset_missing_offline_leaves_nothing_in_the_data_dir(tmp_path, monkey
     with pytest.raises(GenlabError, match=r"^dataset 'mnist' not found in \S+ \(download failed: [^\n]*\)[^\n]*$"):
         dm.setup("fit")
     assert list(root.iterdir()) == []
+
+
+def test_batch_larger_than_the_data_is_reduced_with_one_warning(tmp_path, caplog):
+    train(compose_cfg([*FAST, *TINY_VAE, "data.subset=10", "data.batch_size=64", "test=false"], output_dir=tmp_path))
+    warnings = [r.getMessage() for r in caplog.records if "batch_size" in r.getMessage()]
+    assert warnings == [
+        "data.batch_size=64 is larger than the training set (10 images with data.subset=10 after holding out "
+        "val_fraction=0.1): training on batches of 10"
+    ]
 
 
 @pytest.fixture

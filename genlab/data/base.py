@@ -4,6 +4,7 @@ Batches are `(x, y)`: `x` float32 `[B, C, H, W]` in [-1, 1]; `y` long `[B]` (-1 
 `[B, K]` attribute labels. Images are stored as uint8 and normalised once per batch in `collate`.
 """
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -16,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from genlab.data.sampler import EpochShuffle, ResumableDataLoader
 from genlab.errors import ConfigError
 from genlab.utils.images import uint8_to_model
+
+log = logging.getLogger(__name__)
 
 
 class ImageTensorDataset(Dataset):
@@ -134,8 +137,6 @@ class GenDataModule(L.LightningDataModule, ABC):
                     )
                 train_idx = train_idx[: self.subset]  # the first N training images, in dataset order
             self.data_train = pool.select(train_idx)
-        if stage in (None, "fit"):
-            self._check_trainable()
         if self.data_test is None and stage in (None, "test", "validate", "predict"):
             self.data_test = self.load("test")
 
@@ -144,7 +145,8 @@ class GenDataModule(L.LightningDataModule, ABC):
             "" if self.official_val or not self.val_fraction else f" after holding out val_fraction={self.val_fraction}"
         )
 
-    def _check_trainable(self) -> None:
+    def check_trainable(self) -> None:
+        """Raise a ConfigError if the training set is too small to train on; warn if a batch exceeds it."""
         n = len(self.data_train)
         subset = f" with data.subset={self.subset}" if self.subset is not None else ""
         if n < 2:
@@ -152,10 +154,14 @@ class GenDataModule(L.LightningDataModule, ABC):
                 f"the training set has {n} image{'s' * (n != 1)}{subset}{self._held_out()}: too small to train on; "
                 f"expected at least 2 (raise data.subset or lower data.val_fraction)"
             )
-        if self.batch_size > n:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is larger than the training set ({n} images{subset}"
-                f"{self._held_out()}); expected at most {n}"
+        if self.batch_size > n:  # one warning, not an error: "the whole set per batch" is a fair reading
+            log.warning(
+                "data.batch_size=%d is larger than the training set (%d images%s%s): training on batches of %d",
+                self.batch_size,
+                n,
+                subset,
+                self._held_out(),
+                n,
             )
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
@@ -163,7 +169,7 @@ class GenDataModule(L.LightningDataModule, ABC):
         sampler = EpochShuffle(len(dataset), seed=self.shuffle_seed) if train else None
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=min(self.batch_size, len(dataset)) if train else self.batch_size,
             sampler=sampler,
             drop_last=train and len(dataset) >= self.batch_size,  # BatchNorm needs B > 1
             num_workers=self.num_workers,

@@ -82,7 +82,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only builtins and numpy arrays: a crafted dataset file cannot run code."""
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct")}
-    ALLOWED |= {("numpy._core.multiarray", "_reconstruct")}
+    ALLOWED |= {("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}  # protocol-2 bytes
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in self.ALLOWED:

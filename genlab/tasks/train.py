@@ -48,6 +48,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     if cfg.get("train"):
         datamodule.setup("fit")  # loads the data now: its errors come before any file is written
+        if hasattr(datamodule, "check_trainable"):
+            datamodule.check_trainable()
     model: L.LightningModule = instantiate(cfg.model)
     _check_batch_norm(model, cfg)
     if checkpoint is not None:
