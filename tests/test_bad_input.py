@@ -88,6 +88,10 @@ CONFIG_CASES = {
         "data.subset=100000 is larger than the training set (1294 images after holding out val_fraction=0.1); "
         "expected at most 1294 or null",
     ),
+    "required value missing": (
+        ["data=image_folder"],
+        "data.root has no value; it is required: set it, e.g. data.root=...",
+    ),
     "model constructor rejects": (
         ["model.loss=hinge"],
         "model.loss='hinge' is not supported; expected one of: 'bce', 'wasserstein'",
@@ -276,6 +280,14 @@ def test_cli_rejects_with_one_line_and_leaves_no_run_dir(tmp_path, args, message
     proc = genlab(tmp_path, *args, "debug=fast", f"hydra.run.dir={tmp_path / 'run'}")
     one_line_error(proc, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_sweep_reports_a_bad_job_and_runs_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = genlab(tmp_path, "-m", *TINY_VAE, "model.lr=0,0.001", "debug=fast", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1
+    assert "genlab: error: job 0: model.lr=0 is invalid; expected a number > 0" in proc.stderr
+    assert not (sweep / "0").exists() and (sweep / "1" / "metrics.json").is_file()
 
 
 def test_cli_output_dir_that_cannot_be_written(tmp_path):

@@ -54,6 +54,9 @@ LR_RULE = ((lambda v: _is_number(v) and v > 0), "a number > 0")
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise a ConfigError for the first bad value under `GROUPS` (breadth first: `model.lr` before nets)."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.split(".")[0] in GROUPS)
+    if missing:
+        raise ConfigError(f"{missing[0]} has no value; it is required: set it, e.g. {missing[0]}=...")
     if cfg.get("seed") is not None and not _is_int(cfg.seed):
         raise ConfigError(f"seed={cfg.seed!r} is invalid; expected an integer or null")
     queue = [(group, cfg[group]) for group in GROUPS if isinstance(cfg.get(group), DictConfig)]
