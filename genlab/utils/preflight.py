@@ -31,7 +31,7 @@ class Preflight(Callback):
             check_writable(config.hydra.run.dir, "hydra.run.dir")
             validate_config(config)
         except (ConfigError, GenlabError) as err:
-            fail(str(err))
+            fail(str(err))  # SystemExit: Hydra turns a callback's ordinary exceptions into warnings
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:

@@ -54,7 +54,7 @@ LR_RULE = ((lambda v: _is_number(v) and v > 0), "a number > 0")
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise a ConfigError for the first bad value under `GROUPS` (breadth first: `model.lr` before nets)."""
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.split(".")[0] in GROUPS)
+    missing = [k for g in GROUPS if isinstance(cfg.get(g), DictConfig) for k in _missing(cfg[g], g)]
     if missing:
         raise ConfigError(f"{missing[0]} has no value; it is required: set it, e.g. {missing[0]}=...")
     if cfg.get("seed") is not None and not _is_int(cfg.seed):
@@ -73,6 +73,17 @@ def validate_config(cfg: DictConfig) -> None:
                 _check(full, _plain(node, key), *rule)
         if "_target_" in node:
             _check_signature(path, node)
+
+
+def _missing(node: DictConfig, path: str) -> list[str]:
+    """Keys left at `???`, without resolving any interpolation."""
+    found = []
+    for key in node:
+        if OmegaConf.is_missing(node, key):
+            found.append(f"{path}.{key}")
+        elif isinstance(node._get_node(key), DictConfig):
+            found += _missing(node._get_node(key), f"{path}.{key}")
+    return found
 
 
 def _plain(node: DictConfig, key: Any) -> Any:
