@@ -8,7 +8,6 @@ reported and the sweep goes on (the process still exits non-zero); an interrupte
 
 import logging
 import shutil
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -154,5 +153,3 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         return None  # a failed sweep job: report it and let the other jobs run
 
 
-def signal_name(signum: int) -> str:
-    return signal.Signals(signum).name
