@@ -9,13 +9,17 @@ the same permutation where the interrupted epoch stopped.
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, RandomSampler
 
 
-class EpochShuffle(Sampler[int]):
-    """Random order per epoch from (seed, epoch); `set_epoch` is called by Lightning before each epoch."""
+class EpochShuffle(RandomSampler):
+    """Random order per epoch from (seed, epoch); `set_epoch` is called by Lightning before each epoch.
+
+    A RandomSampler, so that under DDP Lightning replaces it by its DistributedSampler (seeded per epoch too).
+    """
 
     def __init__(self, n: int, seed: int = 0) -> None:
+        super().__init__(range(n))
         self.n, self.seed, self.epoch = n, seed, 0
         self._resume: tuple[int, int] | None = None  # (epoch, indices to skip)
 

@@ -151,5 +151,3 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if not multirun:
             sys.exit(1)
         return None  # a failed sweep job: report it and let the other jobs run
-
-
