@@ -161,3 +161,15 @@ def test_killed_sweep_leaves_the_finished_jobs_intact(tmp_path):
     assert {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()} == done
     assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
     assert not (sweep / "2").exists()
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    for var, value in {"HOME": str(tmp_path), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "run"
+    run(out, "vae", "trainer.max_epochs=1", "logger=wandb")
+    run_id = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["TrainingState"]
+    run_id = run_id["wandb_run_id"]
+    run(out, "vae", "trainer.max_epochs=2", "logger=wandb", f"resume={out}")
+    assert run_id and sorted(p.name.rsplit("-", 1)[-1] for p in (out / "wandb").glob("offline-run-*")) == [run_id] * 2
