@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning.pytorch as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import _save_config
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
@@ -26,6 +25,7 @@ from genlab.errors import CheckpointError, ConfigError
 from genlab.utils.checkpoints import check_fits, load_checkpoint
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
+from genlab.utils.runner import save_run_config
 from genlab.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -141,16 +141,6 @@ def _loggers(cfg: DictConfig, checkpoint: dict | None) -> list:
             resume = {"id": run_id} if run_id and entry._target_.endswith("wandb_logger") else {}
             loggers.append(instantiate(entry, **resume))
     return loggers
-
-
-def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write `.hydra/` (config, Hydra config, overrides) as Hydra would, now that the run is accepted."""
-    folder = output_dir / ".hydra"
-    _save_config(cfg, "config.yaml", folder)
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.instance().cfg
-        _save_config(hydra_cfg, "hydra.yaml", folder)
-        _save_config(hydra_cfg.hydra.overrides.task, "overrides.yaml", folder)
 
 
 def write_metrics(path: Path, metrics: dict[str, float]) -> None:

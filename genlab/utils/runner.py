@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import _save_config
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -64,6 +65,17 @@ def resume_argv(argv: list[str]) -> list[str]:
             merged.pop(_key(override), None)
             merged[_key(override)] = override
     return [argv[0], *merged.values()]
+
+
+def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write `.hydra/` (config, Hydra config, overrides) as Hydra would. conf/hydra sets `output_subdir: null`,
+    so every task calls this once its input is validated: a rejected run then leaves no run dir behind."""
+    folder = output_dir / ".hydra"
+    _save_config(cfg, "config.yaml", folder)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.instance().cfg
+        _save_config(hydra_cfg, "hydra.yaml", folder)
+        _save_config(hydra_cfg.hydra.overrides.task, "overrides.yaml", folder)
 
 
 def user_error(err: BaseException) -> BaseException | None:
