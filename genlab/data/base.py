@@ -4,6 +4,7 @@ Batches are `(x, y)`: `x` float32 `[B, C, H, W]` in [-1, 1]; `y` long `[B]` (-1 
 `[B, K]` attribute labels. Images are stored as uint8 and normalised once per batch in `collate`.
 """
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import partial
@@ -14,8 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.data.sampler import EpochShuffle, ResumableDataLoader
 from genlab.errors import ConfigError
 from genlab.utils.images import uint8_to_model
+
+log = logging.getLogger(__name__)
 
 
 class ImageTensorDataset(Dataset):
@@ -41,14 +45,16 @@ class ImageTensorDataset(Dataset):
         return ImageTensorDataset(self.images[indices], self.labels[indices])
 
 
-def collate(batch: "tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]", hflip: bool = False) -> tuple[Tensor, Tensor]:
-    """uint8 images (already gathered, or a list of items) -> (float [-1, 1] images, labels). With `hflip`,
-    a random half of the batch (each image with probability 1/2) is mirrored left-right, on the uint8 batch."""
+def collate(
+    batch: "tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]", flips: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """uint8 images (already gathered, or a list of items) -> (float [-1, 1] images, labels). With a `flips`
+    generator, each image is mirrored left-right with probability 1/2, on the uint8 batch."""
     if isinstance(batch, list):
         batch = (torch.stack([b[0] for b in batch]), torch.stack([torch.as_tensor(b[1]) for b in batch]))
     images, labels = batch
-    if hflip:
-        flip = torch.rand(images.shape[0]) < 0.5
+    if flips is not None:
+        flip = torch.rand(images.shape[0], generator=flips) < 0.5
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)  # (B,) -> (B, 1, 1, 1)
     return uint8_to_model(images), labels
 
@@ -102,8 +108,11 @@ class GenDataModule(L.LightningDataModule, ABC):
         split_seed: int = 0,
         class_names: list[str] | None = None,
         hflip: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
+        # the training order's seed; None: the global seed at construction (genlab seeds before building data)
+        self.shuffle_seed = shuffle_seed if shuffle_seed is not None else torch.initial_seed()
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} is out of range; expected 0 <= value < 1")
         if subset is not None and subset < 1:
@@ -113,6 +122,9 @@ class GenDataModule(L.LightningDataModule, ABC):
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.class_names = list(class_names) if class_names else None
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        # hflip's coin flips: their own stream, advanced once per training batch fetched and saved with the
+        # checkpoint (state_dict), so they follow the loader's position and resume exactly
+        self.flips = torch.Generator().manual_seed(self.shuffle_seed % 2**63)
         self.val_fraction, self.subset, self.split_seed = val_fraction, subset, split_seed
         self.data_train = self.data_val = self.data_test = None
 
@@ -129,21 +141,59 @@ class GenDataModule(L.LightningDataModule, ABC):
                 train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
                 self.data_val = pool.select(val_idx) if len(val_idx) else None
             if self.subset is not None:
+                if self.subset > len(train_idx):
+                    raise ConfigError(
+                        f"data.subset={self.subset} is larger than the training set ({len(train_idx)} images"
+                        f"{self._held_out()}); expected at most {len(train_idx)} or null"
+                    )
                 train_idx = train_idx[: self.subset]  # the first N training images, in dataset order
             self.data_train = pool.select(train_idx)
         if self.data_test is None and stage in (None, "test", "validate", "predict"):
             self.data_test = self.load("test")
 
+    def _held_out(self) -> str:
+        return (
+            "" if self.official_val or not self.val_fraction else f" after holding out val_fraction={self.val_fraction}"
+        )
+
+    def check_trainable(self) -> None:
+        """Raise a ConfigError if the training set is too small to train on; warn if a batch exceeds it."""
+        n = len(self.data_train)
+        subset = f" with data.subset={self.subset}" if self.subset is not None else ""
+        if n < 2:
+            raise ConfigError(
+                f"the training set has {n} image{'s' * (n != 1)}{subset}{self._held_out()}: too small to train on; "
+                f"expected at least 2 (raise data.subset or lower data.val_fraction)"
+            )
+        if self.batch_size > n:  # one warning, not an error: "the whole set per batch" is a fair reading
+            log.warning(
+                "data.batch_size=%d is larger than the training set (%d images%s%s): training on batches of %d",
+                self.batch_size,
+                n,
+                subset,
+                self._held_out(),
+                n,
+            )
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
+        # training order: a permutation of (seed, epoch), resumable mid-epoch (see genlab/data/sampler.py)
+        sampler = EpochShuffle(len(dataset), seed=self.shuffle_seed) if train else None
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
+            batch_size=min(self.batch_size, len(dataset)) if train else self.batch_size,
+            sampler=sampler,
             drop_last=train and len(dataset) >= self.batch_size,  # BatchNorm needs B > 1
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=partial(collate, hflip=self.hflip and train),
+            collate_fn=partial(collate, flips=self.flips if self.hflip and train else None),
         )
+
+    def state_dict(self) -> dict:
+        return {"flips": self.flips.get_state()} if self.hflip else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "flips" in state_dict:
+            self.flips.set_state(state_dict["flips"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, train=True)

@@ -8,7 +8,10 @@ them; CIFAR-10 from the python batches in `<root>/cifar-10-batches-py/`. When fi
 
 import gzip
 import logging
+import math
 import pickle
+import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import torch
 import torchvision
 
 from genlab.data.base import GenDataModule, ImageTensorDataset, convert_channels, resize_uint8
-from genlab.errors import DatasetNotFoundError, check_choice
+from genlab.errors import DatasetCorruptError, DatasetNotFoundError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +53,54 @@ SPECS = {
 }
 
 
+def corrupt(path: Path, reason: object) -> DatasetCorruptError:
+    return DatasetCorruptError(
+        f"data file {path} is corrupt or truncated ({reason}); expected the complete original file: delete it "
+        f"and download it again (data.download=true), or copy it again"
+    )
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Read an idx file (optionally .gz): the MNIST format, big-endian dims after a 4-byte magic."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise corrupt(path, err) from err
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise corrupt(path, "not an idx file of bytes: bad magic number")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    header = 4 + 4 * ndim
+    if len(data) - header != math.prod(shape):
+        raise corrupt(path, f"{len(data) - header} bytes of data where its header announces {math.prod(shape)}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only builtins and numpy arrays: a crafted dataset file cannot run code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct")}
+    ALLOWED |= {("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}  # protocol-2 bytes
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
 
 
 def read_cifar_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     """Read CIFAR python-format batches (pickled dicts with `data` [N, 3072] and `labels`) -> uint8 NCHW, labels."""
     images, labels = [], []
     for path in paths:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # (N, 3072) -> (N, C, H, W)
-        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        try:
+            with open(path, "rb") as f:
+                entry = _ArrayUnpickler(f, encoding="latin1").load()
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # (N, 3072) -> NCHW
+            labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError) as err:
+            raise corrupt(path, err) from err
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long)
 
 
@@ -100,11 +133,15 @@ class TorchvisionDataModule(GenDataModule):
             return
         log.info("Downloading %s to %s", self.dataset, self.root)
         tv_class = getattr(torchvision.datasets, self.spec.tv_class)
+        # what the download may create: removed again if it fails, so nothing half-written stays behind
+        created = [p for p in (self.root, self.root / self.spec.folder.split("/")[0]) if not p.exists()]
         try:
             for train in (True, False):
                 tv_class(str(self.root), train=train, download=True)
         except Exception as err:  # offline, mirror down, disk full: all end in the same clear message
-            raise self._not_found(f"download failed: {err}") from err
+            if created:  # the outermost folder the download created
+                shutil.rmtree(created[0], ignore_errors=True)
+            raise self._not_found(f"download failed: {' '.join(str(err).split())}") from err
 
     def _not_found(self, reason: str) -> DatasetNotFoundError:
         folder = self.root / self.spec.folder

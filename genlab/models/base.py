@@ -35,7 +35,7 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
             raise ConfigError(f"model.latent_dim={latent_dim} is invalid; expected a positive integer")
         if conditional and num_classes < 2:
             raise ConfigError(
-                f"{type(self).__name__} is conditional and needs labelled data, but data.num_classes={num_classes}; "
+                f"model.conditional=true (e.g. model=acgan) needs labelled data, but data.num_classes={num_classes}; "
                 f"use a labelled dataset (digits, mnist, fashion_mnist, cifar10, celeba with data.attribute=..., "
                 f"or image_folder with class subfolders)"
             )

@@ -1,70 +1,156 @@
-"""The training task: seed, build everything from config, fit, test, write metrics.json."""
+"""The training task: validate, build everything from config, then (and only then) write into the run dir,
+fit, test and write metrics.json.
 
+Everything that can reject a run (config values, data, the model, a checkpoint, loggers) happens before the
+first file is written, so a rejected run leaves no run dir behind (see genlab/utils/runner.py).
+"""
+
+import inspect
 import json
 import logging
-import zipfile
+import math
+import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
-from genlab.errors import GenlabError
+from genlab.callbacks.state import derive_seed
+from genlab.errors import CheckpointError, ConfigError
+from genlab.utils.checkpoints import check_fits, load_checkpoint
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
+from genlab.utils.runner import save_run_config
+from genlab.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) the configured model; returns the final metrics as plain floats."""
-    if cfg.get("ckpt_path"):
-        check_checkpoint(cfg.ckpt_path)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+    validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    # the run dir holds this run's own files (and, resumed, its checkpoints): nothing there is at risk
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    ckpt_path = resolve_ckpt_path(cfg)
+    checkpoint = (
+        load_checkpoint(ckpt_path, allow_unsafe=cfg.get("allow_unsafe_checkpoint", False)) if ckpt_path else None
+    )
+    with open_dict(cfg):
+        cfg.seed = _seed(cfg, checkpoint)
+    L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    model: L.LightningModule = instantiate(cfg.model)  # config errors of the model come before any data loads
+    if cfg.get("train"):
+        datamodule.setup("fit")  # loads the data now: its errors come before any file is written
+        if hasattr(datamodule, "check_trainable"):
+            datamodule.check_trainable()
+    _check_batch_norm(model, cfg)
+    if checkpoint is not None:
+        check_fits(ckpt_path, checkpoint, model, model_name(cfg))
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    if cfg.get("guard"):
+        callbacks.append(instantiate(cfg.guard))
+    loggers = _loggers(cfg, checkpoint)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
+    save_run_config(cfg, output_dir)  # the run has started: from here on the run dir is kept
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
+    # Lightning >= 2.6 takes weights_only; before, the check in load_checkpoint above is the only gate
+    weights_only = _weights_only(not cfg.get("allow_unsafe_checkpoint", False))
     metrics: dict[str, float] = {}
     try:
         if cfg.get("train"):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **weights_only)
             metrics.update(_floats(trainer.callback_metrics))
         if cfg.get("test"):
-            ckpt = cfg.get("ckpt_path")
+            ckpt = ckpt_path
             if cfg.get("train"):  # test the best checkpoint of this fit, or the final weights without one
                 ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, **weights_only)
             metrics.update(_floats(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
 
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_metrics(output_dir / "metrics.json", metrics)
         _print_outputs(output_dir, trainer)
     return metrics
 
 
-def check_checkpoint(path: str) -> None:
-    """Fail early, with one message, on a checkpoint that is missing or not a torch.save archive."""
-    if not Path(path).is_file():
-        raise GenlabError(
-            f"ckpt_path={path} does not exist; expected a .ckpt file written by genlab (e.g. "
-            f"<run dir>/checkpoints/last.ckpt)"
+def _weights_only(value: bool) -> dict:
+    return {"weights_only": value} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path`, with `last` (the default under `resume=`) meaning `<run dir>/checkpoints/last.ckpt`."""
+    ckpt = cfg.get("ckpt_path") or ("last" if cfg.get("resume") else None)
+    if ckpt != "last":
+        return ckpt
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        key = f"resume={cfg.resume}" if cfg.get("resume") else "ckpt_path=last"
+        raise CheckpointError(
+            f"{key}: {path} does not exist (the run stopped before writing its first checkpoint); expected a run "
+            f"dir holding checkpoints/last.ckpt, or start a new run"
         )
-    if not zipfile.is_zipfile(path):
-        raise GenlabError(
-            f"ckpt_path={path} is not a valid PyTorch checkpoint (corrupt or truncated file); "
-            f"expected a .ckpt written by torch.save, e.g. <run dir>/checkpoints/last.ckpt"
+    return str(path)
+
+
+def _seed(cfg: DictConfig, checkpoint: dict | None) -> int:
+    """`seed`; when null, the resumed run's own seed, or a fresh random one (logged, and saved with the run)."""
+    if cfg.get("seed") is not None:
+        return cfg.seed
+    saved = ((checkpoint or {}).get("callbacks") or {}).get("TrainingState", {}).get("seed")
+    seed = saved if saved is not None else derive_seed(os.urandom(16)) % 2**31
+    log.info("seed=null: using seed %d", seed)
+    return seed
+
+
+def model_name(cfg: DictConfig) -> str:
+    """The model's config name (e.g. `gan`), or its `_target_` outside a Hydra run."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("model") or cfg.model._target_
+    return cfg.model._target_
+
+
+def _check_batch_norm(model: nn.Module, cfg: DictConfig) -> None:
+    """BatchNorm cannot train on batches of one image: say so before training crashes on it."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if cfg.get("train") and has_bn and cfg.data.get("batch_size", 2) < 2:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is too small for model={model_name(cfg)}: its networks use "
+            f"BatchNorm, which needs at least 2 images per batch; expected data.batch_size >= 2"
         )
+
+
+def _loggers(cfg: DictConfig, checkpoint: dict | None) -> list:
+    """The configured loggers; a resumed W&B logger continues the checkpoint's W&B run."""
+    run_id = ((checkpoint or {}).get("callbacks") or {}).get("TrainingState", {}).get("wandb_run_id")
+    entries = cfg.get("logger") or {}
+    loggers = []
+    for entry in entries.values():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            resume = {"id": run_id} if run_id and entry._target_.endswith("wandb_logger") else {}
+            loggers.append(instantiate(entry, **resume))
+    return loggers
+
+
+def write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    """Strict JSON: a non-finite value is written as null and its key listed under `nonfinite_metrics`."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    clean: dict[str, Any] = {k: (None if k in bad else v) for k, v in metrics.items()}
+    if bad:
+        clean["nonfinite_metrics"] = bad
+        log.warning("Non-finite final metrics (written as null): %s", ", ".join(bad))
+    path.write_text(json.dumps(clean, indent=2, sort_keys=True, allow_nan=False))
 
 
 def _floats(metrics: dict) -> dict[str, float]:

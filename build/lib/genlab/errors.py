@@ -18,3 +18,23 @@ def check_choice(name: str, value: object, choices: "list | tuple | dict") -> No
     if value not in choices:
         accepted = ", ".join(repr(c) for c in choices)
         raise ConfigError(f"{name}={value!r} is not supported; expected one of: {accepted}")
+
+
+class DatasetCorruptError(GenlabError):
+    """A dataset file is on disk but cannot be read (truncated, corrupt, not an image)."""
+
+
+class CheckpointError(GenlabError):
+    """A checkpoint is missing, corrupt, unsafe to load, or does not fit the configured model."""
+
+
+class DivergenceError(GenlabError):
+    """Training produced a non-finite loss, gradient or state."""
+
+
+class TrainingInterrupted(GenlabError):
+    """SIGTERM or SIGINT stopped training after a resumable checkpoint was written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

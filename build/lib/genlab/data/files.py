@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
 from genlab.data.base import GenDataModule, seeded_split
-from genlab.errors import ConfigError, DatasetNotFoundError
+from genlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -22,26 +22,68 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 class ImageFileDataset(Dataset):
     """Decodes `files[i]`, centre-crops (to `crop` px, or the short side), resizes; yields uint8 `[C, S, S]`."""
 
-    def __init__(self, files: Sequence[Path], labels: Tensor, image_size: int, channels: int, crop: int | None):
+    def __init__(
+        self,
+        files: Sequence[Path],
+        labels: Tensor,
+        image_size: int,
+        channels: int,
+        crop: int | None,
+        strict: bool = True,
+    ):
         self.files, self.labels = list(files), labels
-        self.image_size, self.channels, self.crop = image_size, channels, crop
+        self.image_size, self.channels, self.crop, self.strict = image_size, channels, crop, strict
         self.mode = "L" if channels == 1 else "RGB"
+        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        for j in range(i, i + len(self.files)):  # not strict: an image that fails to decode is replaced by the next
+            j %= len(self.files)
+            try:
+                return self._read(j), self.labels[j]
+            except (OSError, ValueError, SyntaxError) as err:
+                if self.strict:
+                    raise unreadable(self.files[j], err, strict=True) from err
+                self.skipped += 1
+                log.warning(
+                    "Skipped unreadable image %s (%s): %d so far in this process", self.files[j], err, self.skipped
+                )
+        raise DatasetCorruptError(f"none of the {len(self.files)} images can be read, e.g. {self.files[i]}")
+
+    def _read(self, i: int) -> Tensor:
         with Image.open(self.files[i]) as img:
             img = img.convert(self.mode)
             crop = self.crop or min(img.size)
             x = T.functional.pil_to_tensor(img)  # (C, H, W) uint8
         x = T.functional.center_crop(x, [crop, crop])
-        x = T.functional.resize(x, [self.image_size, self.image_size], antialias=True)
-        return x, self.labels[i]
+        return T.functional.resize(x, [self.image_size, self.image_size], antialias=True)
 
     def select(self, indices: Tensor) -> "ImageFileDataset":
         files = [self.files[i] for i in indices.tolist()]
-        return ImageFileDataset(files, self.labels[indices], self.image_size, self.channels, self.crop)
+        return ImageFileDataset(files, self.labels[indices], self.image_size, self.channels, self.crop, self.strict)
+
+
+def unreadable(path: Path, err: object, strict: bool, count: int = 1) -> DatasetCorruptError:
+    many = f"{count} images cannot be read, e.g. " if count > 1 else "cannot read image "
+    return DatasetCorruptError(
+        f"data.strict={str(strict).lower()}: {many}{path} ({err}); expected readable images "
+        f"({', '.join(IMAGE_SUFFIXES)}): remove or replace them, or set data.strict=false to skip them"
+    )
+
+
+def readable(files: list[Path]) -> tuple[list[int], list[tuple[Path, Exception]]]:
+    """Indices of the files whose image header PIL can read, and the others with their errors."""
+    good, bad = [], []
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path):
+                good.append(i)
+        except (OSError, ValueError, SyntaxError) as err:
+            bad.append((path, err))
+    return good, bad
 
 
 class CelebADataModule(GenDataModule):
@@ -117,9 +159,12 @@ class ImageFolderDataModule(GenDataModule):
     The held-out test split is `test_fraction` of the images (seed `split_seed`).
     """
 
-    def __init__(self, root: str, test_fraction: float = 0.1, crop: int | None = None, **kwargs) -> None:
+    def __init__(
+        self, root: str, test_fraction: float = 0.1, crop: int | None = None, strict: bool = False, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.root, self.test_fraction, self.crop = Path(root).expanduser(), test_fraction, crop
+        self.strict = strict  # unreadable images: stop (true) or skip them with a warning (false)
         self._split: tuple[ImageFileDataset, ImageFileDataset] | None = None
 
     def _scan(self) -> tuple[list[Path], Tensor, list[str]]:
@@ -132,6 +177,18 @@ class ImageFolderDataModule(GenDataModule):
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DatasetNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
+        good, bad = readable(files)
+        if bad and self.strict:
+            raise unreadable(bad[0][0], bad[0][1], strict=True, count=len(bad))
+        if bad:
+            log.warning(
+                "Skipped %d unreadable image(s) under %s, e.g. %s (%s); set data.strict=true to stop instead",
+                len(bad),
+                self.root,
+                bad[0][0],
+                bad[0][1],
+            )
+            files = [files[i] for i in good]
         if classes:
             index = {c: i for i, c in enumerate(classes)}
             labels = [
@@ -154,7 +211,7 @@ class ImageFolderDataModule(GenDataModule):
                 labels = torch.full_like(labels, -1)
             else:
                 self.class_names = classes
-            full = ImageFileDataset(files, labels, self.image_size, self.channels, self.crop)
+            full = ImageFileDataset(files, labels, self.image_size, self.channels, self.crop, self.strict)
             train_idx, test_idx = seeded_split(len(full), self.test_fraction, self.split_seed)
             self._split = (full.select(train_idx), full.select(test_idx))
         return self._split[0] if split == "train" else self._split[1]

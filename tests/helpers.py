@@ -1,0 +1,49 @@
+"""Test-only callbacks, reachable from configs as `+callbacks.<name>._target_=tests.helpers.<Class>`."""
+
+import os
+import signal
+
+import lightning.pytorch as L
+
+
+class SignalAfter(L.Callback):
+    """Sends `signum` to this process after `batches` training batches: an interruption at an exact point."""
+
+    def __init__(self, batches: int, signum: int = signal.SIGTERM) -> None:
+        self.batches, self.signum, self.seen = batches, signum, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.seen += 1
+        if self.seen == self.batches:
+            os.kill(os.getpid(), self.signum)
+
+
+class Boom(L.Callback):
+    """A programming error inside training, to check how genlab reports bugs."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise RuntimeError("boom: a bug in a callback")
+
+
+class PoisonBatches(L.Callback):
+    """Writes a NaN into the input images of the given training batches (counted across epochs)."""
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches, self.seen = set(batches), 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.seen in self.batches:
+            batch[0][0, 0, 0, 0] = float("nan")
+        self.seen += 1
+
+
+class PoisonWeightsAtEpoch(L.Callback):
+    """Sets every weight to NaN just before epoch `epoch`'s validation (and so before its checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            for p in pl_module.parameters():
+                p.data.fill_(float("nan"))

@@ -1,0 +1,73 @@
+"""The divergence guard: a non-finite loss, gradient or state stops the run with a message naming the step,
+the model part and the value; the last good checkpoint is never overwritten; guard.skip_nonfinite skips."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.errors import DivergenceError
+from genlab.tasks.train import train
+from tests.conftest import FAST, compose_cfg
+
+TINY = [
+    "data.image_size=8",
+    "data.batch_size=16",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "model.latent_dim=4",
+]
+VAE = ["model=vae", "model.encoder.hidden_dims=[16]", "model.decoder.hidden_dims=[16]", *TINY]
+GAN = ["model=gan", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]", *TINY]
+
+
+def run(out: Path, *overrides: str) -> None:
+    train(compose_cfg([*FAST, *overrides], output_dir=out))
+
+
+def test_exploding_learning_rate_stops_the_run(tmp_path):
+    with pytest.raises(DivergenceError) as info:  # the issue's probe: default VAE nets at lr=1e6
+        run(tmp_path, "model=vae", *TINY, "model.lr=1e6", "trainer.max_epochs=5")
+    assert str(info.value) == (
+        "training diverged at step 1 (epoch 0, batch 1): non-finite loss nan in the model; no checkpoint had been "
+        "written yet. Lower the learning rate, or set guard.skip_nonfinite=true to skip such steps (at most "
+        "guard.max_skips)"
+    )
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_nan_in_a_gan_step_names_the_discriminator(tmp_path):
+    poison = ["+callbacks.poison._target_=tests.helpers.PoisonBatches", "+callbacks.poison.batches=[2]"]
+    with pytest.raises(DivergenceError) as info:
+        run(tmp_path, *GAN, *poison)
+    assert str(info.value).startswith(
+        "training diverged at step 4 (epoch 0, batch 2): non-finite loss nan in discriminator; no checkpoint had "
+        "been written yet."
+    )
+
+
+def test_last_good_checkpoint_is_never_overwritten_by_a_nonfinite_state(tmp_path):
+    poison = ["+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=1"]
+    with pytest.raises(
+        DivergenceError,
+        match=r"non-finite value nan in state_dict\..* \(checkpoint not written\); "
+        r"the last good checkpoint is kept: .*last\.ckpt",
+    ):
+        run(tmp_path, *VAE, "trainer.max_epochs=3", *poison)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+@pytest.mark.parametrize("model", [VAE, GAN])
+def test_skip_nonfinite_skips_up_to_max_skips(tmp_path, model):
+    poison = ["+callbacks.poison._target_=tests.helpers.PoisonBatches", "+callbacks.poison.batches=[1,5]"]
+    run(tmp_path / "ok", *model, "trainer.max_epochs=2", *poison, "guard.skip_nonfinite=true", "guard.max_skips=2")
+    last = torch.load(tmp_path / "ok" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["callbacks"]["DivergenceGuard"] == {"skipped": 2}
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    with pytest.raises(DivergenceError, match=r"after skipping 1 such steps \(guard\.max_skips=1\)"):
+        run(
+            tmp_path / "stop", *model, "trainer.max_epochs=2", *poison, "guard.skip_nonfinite=true", "guard.max_skips=1"
+        )

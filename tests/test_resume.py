@@ -1,0 +1,176 @@
+"""Exact resume: a run interrupted (at an epoch end, or by a signal mid-epoch) and resumed in place ends with
+weights and optimiser state bit-identical to an uninterrupted run of the same length."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.errors import TrainingInterrupted
+from genlab.tasks.train import train
+from tests.conftest import FAST, compose_cfg
+
+# tiny nets, 4 batches an epoch: a WGAN's n_critic=5 cycle crosses both the epoch ends and the interruptions
+TINY = [
+    "data.image_size=8",
+    "data.batch_size=16",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "test=false",
+]
+NETS = {
+    "vae": ["model.encoder.hidden_dims=[32]", "model.decoder.hidden_dims=[32]", "model.latent_dim=4"],
+    "gan": ["model.generator.hidden_dims=[32]", "model.discriminator.hidden_dims=[32]", "model.latent_dim=4"],
+}
+DCGAN = ["model.generator.width=4", "model.latent_dim=4"]  # 8 px: one stride-2 block
+NETS |= {"wgan": DCGAN, "wgan_gp": DCGAN, "dcgan": [*DCGAN, "data.hflip=true"]}  # dcgan: + the hflip coin flips
+MODELS = list(NETS)
+
+
+def run(out: Path, model: str, *overrides: str) -> None:
+    train(compose_cfg([*FAST, f"model={model}", *TINY, *NETS[model], *overrides], output_dir=out))
+
+
+def final_state(out: Path) -> dict:
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return {"weights": ckpt["state_dict"], "optim": ckpt["optimizer_states"], "step": ckpt["global_step"]}
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    flat_a, flat_b = dict(_flatten(a)), dict(_flatten(b))
+    assert flat_a.keys() == flat_b.keys()
+    differ = [k for k in flat_a if not torch.equal(flat_a[k], flat_b[k])]
+    assert not differ, f"{len(differ)} of {len(flat_a)} tensors differ, e.g. {differ[:3]}"
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}.{k}")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, f"{prefix}.{i}")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resume_at_an_epoch_end_is_bit_exact(tmp_path, model):
+    run(tmp_path / "straight", model, "trainer.max_epochs=3")
+    run(tmp_path / "split", model, "trainer.max_epochs=1")
+    run(tmp_path / "split", model, "trainer.max_epochs=3", f"resume={tmp_path / 'split'}")
+    assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_resume_after_a_signal_mid_epoch_is_bit_exact(tmp_path, model):
+    run(tmp_path / "straight", model, "trainer.max_epochs=3")
+    stop = ["+callbacks.stop._target_=tests.helpers.SignalAfter", "+callbacks.stop.batches=6"]
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path / "split", model, "trainer.max_epochs=3", *stop)
+    interrupted = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert interrupted["global_step"] < final_state(tmp_path / "straight")["step"]
+    run(tmp_path / "split", model, "trainer.max_epochs=3", f"resume={tmp_path / 'split'}")
+    assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+CLI_FAST = [
+    "model=vae",
+    "debug=fast",
+    "callbacks.progress_bar.refresh_rate=0",
+    "data.image_size=8",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "genlab", *args], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(f)]
+
+
+def wait_for_training(proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (log.is_file() and "SIGTERM or SIGINT saves a resumable checkpoint" in log.read_text()):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+
+
+def test_sigterm_writes_a_checkpoint_exits_nonzero_and_resumes_in_place(tmp_path):
+    out = tmp_path / "run"
+    proc = start(tmp_path, *CLI_FAST, "trainer.max_epochs=100000", f"hydra.run.dir={out}")
+    wait_for_training(proc, out / "train.log")
+    while not (out / "metrics.csv").is_file():  # an epoch or more in: there is history to keep
+        assert proc.poll() is None
+        time.sleep(0.1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"resumable checkpoint written to {out / 'checkpoints' / 'last.ckpt'}" in stderr
+    assert f"Resume with: python -m genlab resume={out}" in stderr
+    stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    rows_before = csv_rows(out / "metrics.csv")
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "genlab", f"resume={out}", f"trainer.max_epochs={stopped['epoch'] + 2}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GENLAB_DATA_DIR": str(tmp_path)},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["epoch"] == stopped["epoch"] + 1 and final["global_step"] > stopped["global_step"]
+    assert csv_rows(out / "metrics.csv")[: len(rows_before)] == rows_before  # the history is kept, then continued
+    assert json.loads((out / "metrics.json").read_text())["test/nelbo"] is not None
+    assert [p.parent for p in tmp_path.rglob(".hydra")] == [out]  # no second run dir
+    both = stderr + resumed.stderr + resumed.stdout
+    assert "exists and is not empty" not in both and "will be deleted" not in both
+
+
+def test_killed_sweep_leaves_the_finished_jobs_intact(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start(tmp_path, "-m", *CLI_FAST, "trainer.max_epochs=1,100000,1", f"hydra.sweep.dir={sweep}")
+    wait_for_training(proc, sweep / "1" / "train.log")
+    done = {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()}
+    assert (sweep / "0" / "metrics.json").is_file()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert {p: p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()} == done
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / "2").exists()
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    for var, value in {"HOME": str(tmp_path), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "run"
+    run(out, "vae", "trainer.max_epochs=1", "logger=wandb")
+    run_id = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["TrainingState"]
+    run_id = run_id["wandb_run_id"]
+    run(out, "vae", "trainer.max_epochs=2", "logger=wandb", f"resume={out}")
+    assert run_id and sorted(p.name.rsplit("-", 1)[-1] for p in (out / "wandb").glob("offline-run-*")) == [run_id] * 2
