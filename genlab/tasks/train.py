@@ -9,6 +9,7 @@ import lightning.pytorch as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.callbacks.config import StoreConfig
 from genlab.errors import GenlabError
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
@@ -27,6 +28,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))  # checkpoints describe themselves
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
