@@ -153,7 +153,9 @@ def test_reference_features_are_computed_once_per_dataset(tmp_path, monkeypatch)
     metrics, protocol = first.compute(first.features(_Samples(test_images), 300))
     assert sum(calls) == 359 + 300
     calls.clear()
-    second = QualityMetrics(str(tmp_path), classifier_settings=settings, inception=False, batch_size=100, kid_subsets=10)
+    second = QualityMetrics(
+        str(tmp_path), classifier_settings=settings, inception=False, batch_size=100, kid_subsets=10
+    )
     second.setup(DigitsDataModule(image_size=16, channels=1))  # a second evaluation: cached classifier and stats
     second.compute(second.features(_Samples(test_images), 300))
     assert sum(calls) == 300
