@@ -20,8 +20,10 @@ FAST = ["debug=fast", "callbacks.progress_bar.refresh_rate=0", "logger=[]"]
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "GENLAB_DATA_DIR": str(cwd / "no_data")}
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args = (*args, f"hydra.run.dir={cwd}/hydra")
     return subprocess.run(
-        [sys.executable, "-m", module, *args, f"hydra.run.dir={cwd}/hydra"],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         env=env,

@@ -28,7 +28,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     values: dict[str, float] = {}
     protocol: dict[str, object] = {"checkpoint": str(ckpt), "dataset": dataset_key(datamodule), "n_samples": n}
 
-    quality = instantiate(cfg.metrics.quality, inception=True)
+    quality = instantiate(cfg.metrics.quality, inception=cfg.metrics.inception_in_evaluate)
     quality.setup(datamodule)
     if quality.extractors:
         fake = quality.features(model, n)
