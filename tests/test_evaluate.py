@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from tests.conftest import CONF_DIR
 
 FAST = ["debug=fast", "callbacks.progress_bar.refresh_rate=0", "logger=[]"]
+BRIEF = "metrics.quality.classifier_settings.min_steps=100"  # the classifier debug=fast trained and cached
 
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -33,11 +34,11 @@ def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """One fast GAN and one fast VAE run on digits (2 epochs: the best GAN epoch is chosen by val/cfid)."""
+    """Fast runs on digits. GAN: 3 epochs, quality every 2nd (epochs 1 and 2, the last): no metric at epoch 0."""
     out = {}
-    for model in ("gan", "vae"):
+    for model, extra in (("gan", ["trainer.max_epochs=3", "metrics.every_n_epochs=2"]), ("vae", [])):
         folder = tmp_path_factory.mktemp(model)
-        proc = run("genlab", f"model={model}", *FAST, "trainer.max_epochs=2", f"hydra.run.dir={folder}", cwd=folder)
+        proc = run("genlab", f"model={model}", *FAST, *extra, f"hydra.run.dir={folder}", cwd=folder)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[model] = folder
     return out
@@ -47,7 +48,7 @@ def test_gan_best_checkpoint_is_chosen_by_classifier_fid(runs):
     folder = runs["gan"]
     records = [json.loads(line) for line in (folder / "sample_quality.jsonl").read_text().splitlines()]
     val = [r for r in records if r["split"] == "val"]
-    assert [r["epoch"] for r in val] == [0, 1]
+    assert [r["epoch"] for r in val] == [1, 2]
     assert all(r["protocol"]["classifier"]["n_fake"] == 200 for r in records)  # metrics.n_samples under debug=fast
     best_epoch = min(val, key=lambda r: r["cfid"])["epoch"]
     best = list((folder / "checkpoints").glob("best-*.ckpt"))
@@ -68,7 +69,7 @@ def test_vae_keeps_its_likelihood_monitor(runs):
 
 def test_evaluate_writes_metrics_and_protocol_into_the_run_dir(runs):
     folder = runs["gan"]
-    proc = run("genlab.evaluate", f"run_dir={folder}", "n_samples=300", "ckpt=last", cwd=folder)
+    proc = run("genlab.evaluate", f"run_dir={folder}", "n_samples=300", "ckpt=last", BRIEF, cwd=folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert "test/cfid" in metrics  # the training metrics stay
@@ -81,7 +82,7 @@ def test_evaluate_writes_metrics_and_protocol_into_the_run_dir(runs):
 
 def test_vae_evaluation_has_reconstruction_likelihood_and_the_table(runs, tmp_path):
     out = tmp_path / "vae_metrics.json"
-    args = [f"run_dir={runs['vae']}", "n_samples=200", "metrics.iwae_k=8", "metrics.likelihood_table_n=4"]
+    args = [f"run_dir={runs['vae']}", "n_samples=200", "metrics.iwae_k=8", "metrics.likelihood_table_n=4", BRIEF]
     proc = run("genlab.evaluate", *args, f"output={out}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(out.read_text())
@@ -96,7 +97,7 @@ def test_a_copied_checkpoint_is_evaluated_away_from_its_run_dir(runs, tmp_path):
     copy = tmp_path / "elsewhere" / "model.ckpt"
     copy.parent.mkdir()
     shutil.copy(runs["gan"] / "checkpoints" / "last.ckpt", copy)
-    proc = run("genlab.evaluate", f"ckpt_path={copy}", "n_samples=100", cwd=tmp_path)
+    proc = run("genlab.evaluate", f"ckpt_path={copy}", "n_samples=100", BRIEF, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "eval/cfid" in json.loads((tmp_path / "elsewhere" / "model.metrics.json").read_text())
 
@@ -114,8 +115,15 @@ def test_missing_or_incompatible_checkpoint_exits_with_one_message(runs, tmp_pat
 
 @pytest.mark.parametrize("fmt", ["npz", "png", "grid"])
 def test_sample_writes_npz_pngs_or_a_grid(runs, tmp_path, fmt):
-    proc = run("genlab.sample", f"run_dir={runs['gan']}", "n=10", f"format={fmt}", f"output={tmp_path}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from genlab.tasks.sample import sample
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "sample.yaml", overrides=[f"run_dir={runs['gan']}", "n=10", f"format={fmt}", f"output={tmp_path}"]
+        )
+    GlobalHydra.instance().clear()
+    assert sample(cfg) == tmp_path
     if fmt == "npz":
         x = np.load(tmp_path / "samples.npz")["x"]
         assert x.shape == (10, 16, 16, 1) and x.dtype == np.uint8 and x.max() > x.min()
