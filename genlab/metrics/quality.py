@@ -19,7 +19,10 @@ def classifier_metrics(
     num_classes = real["probs"].shape[1]
     fake_hist = stats.class_histogram(fake["probs"].argmax(1), num_classes)
     real_hist = stats.class_histogram(real["probs"].argmax(1), num_classes)
-    precision, recall = stats.precision_recall(real["features"], fake["features"], k=pr_k)
+    radii = real.get(f"radii_k{pr_k}")
+    if radii is None:  # the real k-NN radii depend only on the reference: computed once per reference dict
+        radii = real[f"radii_k{pr_k}"] = stats.kth_nn_radius(real["features"].float(), pr_k)
+    precision, recall = stats.precision_recall(real["features"], fake["features"], k=pr_k, real_radii=radii)
     return {
         keys.CFID: stats.fid(real["features"], fake["features"]),
         keys.CKID: stats.kid(real["features"], fake["features"], kid_subset_size, kid_subsets),

@@ -76,7 +76,7 @@ def class_kl(fake_hist: Tensor, real_hist: Tensor, eps: float = 1e-6) -> float:
     return float((p * (p / q).log()).sum())
 
 
-def _kth_nn_radius(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
+def kth_nn_radius(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
     """Distance from each row of `x` to its k-th nearest other row `[N]`."""
     radii = [torch.cdist(part, x).kthvalue(k + 1, dim=1).values for part in x.split(chunk)]  # +1: self at 0
     return torch.cat(radii)
@@ -87,12 +87,14 @@ def _inside_any_ball(query: Tensor, centres: Tensor, radii: Tensor, chunk: int =
     return torch.cat([(torch.cdist(part, centres) <= radii).any(1) for part in query.split(chunk)])
 
 
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3, real_radii: Tensor | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019, https://arxiv.org/abs/1904.06991), k-NN balls.
 
     Precision: share of fake samples inside the real manifold; recall: share of real inside the fake one.
+    `real_radii` (`kth_nn_radius(real, k)`) may be passed in when the real set is reused.
     """
     real, fake = real.float(), fake.float()
-    precision = _inside_any_ball(fake, real, _kth_nn_radius(real, k)).double().mean()
-    recall = _inside_any_ball(real, fake, _kth_nn_radius(fake, k)).double().mean()
+    real_radii = kth_nn_radius(real, k) if real_radii is None else real_radii
+    precision = _inside_any_ball(fake, real, real_radii).double().mean()
+    recall = _inside_any_ball(real, fake, kth_nn_radius(fake, k)).double().mean()
     return float(precision), float(recall)
