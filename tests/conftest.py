@@ -1,5 +1,6 @@
 """Shared fixtures: configs composed with Hydra's compose API and shrunk to a fast CPU run in tmp_path."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,18 @@ def compose_cfg(overrides: list[str], output_dir: Path | None = None) -> DictCon
             cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     return cfg
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    """One cache dir per test session (the digits classifier and reference features are trained/computed once)."""
+    old = os.environ.get("GENLAB_CACHE_DIR")
+    os.environ["GENLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("GENLAB_CACHE_DIR")
+    else:
+        os.environ["GENLAB_CACHE_DIR"] = old
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from genlab.callbacks.config import StoreConfig
 from genlab.callbacks.state import derive_seed
 from genlab.errors import CheckpointError, ConfigError
 from genlab.utils.checkpoints import check_fits, load_checkpoint
@@ -57,6 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if cfg.get("guard"):
         callbacks.append(instantiate(cfg.guard))
+    callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))  # checkpoints describe themselves
     loggers = _loggers(cfg, checkpoint)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

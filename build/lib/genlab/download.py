@@ -1,0 +1,19 @@
+"""`python -m genlab.download datasets=[mnist,cifar10] inception=true`: fetch data and weights ahead of time."""
+
+import hydra
+from omegaconf import DictConfig
+
+import genlab  # noqa: F401  (registers the config resolvers)
+from genlab.utils.runner import run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="download")
+def main(cfg: DictConfig) -> None:
+    from genlab.tasks.download import download
+
+    print(f"genlab.download: datasets into {cfg.paths.data_dir}, weights into {cfg.paths.cache_dir}")
+    run_task(download, cfg)
+
+
+if __name__ == "__main__":
+    main()

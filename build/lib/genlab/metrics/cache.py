@@ -1,0 +1,74 @@
+"""On-disk cache helpers: keys, hashes, atomic writes, and the uint8 tensors of a dataset split."""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+def digest(obj: object, length: int = 12) -> str:
+    """A short stable hash of a JSON-serialisable object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def weights_hash(state_dict: dict[str, Tensor], length: int = 12) -> str:
+    """A short sha256 of a state dict's tensors, in key order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode())
+        h.update(state_dict[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
+
+
+def file_hash(path: str | Path, length: int = 12) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save to `path` through a temporary file, so concurrent readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_file(path: Path) -> dict | None:
+    """The cached object at `path`, or None when it is absent."""
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def dataset_key(datamodule) -> str:
+    """`<name>|<hash>` identifying a datamodule's images: class, dataset, source, image size, channels, labels."""
+    name = getattr(datamodule, "dataset", None) or type(datamodule).__name__.removesuffix("DataModule").lower()
+    fields = {
+        "class": type(datamodule).__name__,
+        "name": name,
+        "image_size": datamodule.image_size,
+        "channels": datamodule.channels,
+        "num_classes": datamodule.num_classes,
+    }
+    for attr in ("root", "path", "attribute", "factor", "test_fraction", "crop"):
+        if hasattr(datamodule, attr):
+            fields[attr] = str(getattr(datamodule, attr))
+    return f"{name}-{datamodule.image_size}px|{digest(fields)}"
+
+
+def split_tensors(dataset: Dataset, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """All uint8 images `[N, C, H, W]` and labels of a dataset split (in memory already, or read once)."""
+    if hasattr(dataset, "images"):
+        return dataset.images, dataset.labels
+    images, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        images.append(x)
+        labels.append(y)
+    return torch.cat(images), torch.cat(labels)

@@ -1,0 +1,18 @@
+"""`python -m genlab.sample run_dir=... n=64 format=grid|png|npz`: samples of a trained model."""
+
+import hydra
+from omegaconf import DictConfig
+
+import genlab  # noqa: F401  (registers the config resolvers)
+from genlab.utils.runner import run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    from genlab.tasks.sample import sample
+
+    run_task(sample, cfg)
+
+
+if __name__ == "__main__":
+    main()

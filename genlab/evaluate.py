@@ -1,0 +1,18 @@
+"""`python -m genlab.evaluate run_dir=... | ckpt_path=...`: metrics of a trained model into metrics.json."""
+
+import hydra
+from omegaconf import DictConfig
+
+import genlab  # noqa: F401  (registers the config resolvers)
+from genlab.utils.runner import run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from genlab.tasks.evaluate import evaluate
+
+    run_task(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Reference features of real images, computed once per (dataset, split, extractor, image size) and cached."""
+
+import logging
+from pathlib import Path
+
+from torch import Tensor
+
+from genlab.metrics.cache import atomic_save, dataset_key, digest, load_file, split_tensors
+from genlab.metrics.features import Extractor, extract
+from genlab.metrics.stats import mean_cov
+from genlab.utils.images import uint8_to_model
+
+log = logging.getLogger(__name__)
+
+
+def reference_path(cache_dir: str | Path, datamodule, split: str, extractor: Extractor) -> Path:
+    key = dataset_key(datamodule)
+    ident = digest({"dataset": key, "split": split, "extractor": extractor.name, "weights": extractor.weights_hash})
+    return Path(cache_dir) / "reference" / f"{key.split('|')[0]}-{split}-{extractor.name}-{ident}.pt"
+
+
+def reference_features(
+    cache_dir: str | Path, datamodule, split: str, extractor: Extractor, batch_size: int = 500
+) -> dict[str, Tensor]:
+    """Features (`features`, `probs` for classifiers), their `mean`/`cov` and `labels` of the real `split`.
+
+    Read from `<cache_dir>/reference/` when there; otherwise computed (the extractor runs) and cached.
+    """
+    path = reference_path(cache_dir, datamodule, split, extractor)
+    stored = load_file(path)
+    if stored is None:
+        images, labels = split_tensors(datamodule.load(split))
+        stored = extract(extractor, (uint8_to_model(x) for x in images.split(batch_size)))
+        stored["mean"], stored["cov"] = mean_cov(stored["features"])
+        stored["labels"] = labels
+        atomic_save(stored, path)
+        log.info("Cached %s reference features of %d %s images at %s", extractor.name, len(images), split, path)
+    return stored

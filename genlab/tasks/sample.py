@@ -1,0 +1,52 @@
+"""The sample task: n images from a trained model as a grid, a folder of PNGs, or an .npz (uint8 NHWC)."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torchvision.utils import save_image
+
+from genlab.errors import check_choice
+from genlab.metrics.evaluator import sample_batches
+from genlab.tasks.restore import restore
+from genlab.utils.images import model_to_uint8, model_to_unit
+
+log = logging.getLogger(__name__)
+FORMATS = ("grid", "png", "npz")
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Writes `n` samples (per class with `per_class` for conditional models) under `output` and returns it."""
+    check_choice("format", cfg.format, FORMATS)
+    _, model, _, ckpt = restore(cfg.get("run_dir"), cfg.get("ckpt_path"), cfg.ckpt, cfg.device)
+    num_classes = getattr(model, "num_classes", 0) or 0
+    out = Path(cfg.output).expanduser() if cfg.get("output") else ckpt.parent.parent / "generated"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.per_class and num_classes > 0:
+        for label in range(num_classes):
+            y = torch.full((cfg.n,), label, dtype=torch.long, device=model.device)
+            _write(model.sample(cfg.n, y=y).float().cpu(), out, f"class_{label}", cfg)
+    else:
+        images = torch.cat(list(sample_batches(model, cfg.n, cfg.batch_size))).cpu()
+        _write(images, out, "samples", cfg)
+    print(f"genlab.sample: {cfg.n} samples{' per class' if cfg.per_class and num_classes else ''} from {ckpt} -> {out}")
+    return out
+
+
+def _write(images: torch.Tensor, out: Path, name: str, cfg: DictConfig) -> None:
+    """images `[N, C, H, W]` in [-1, 1] -> `name.png` grid, `name/000000.png`..., or `name.npz` (`x`: N, H, W, C)."""
+    if cfg.format == "grid":
+        save_image(model_to_unit(images), out / f"{name}.png", nrow=cfg.nrow, padding=2)
+        return
+    pixels = model_to_uint8(images).permute(0, 2, 3, 1).numpy()  # (N, C, H, W) -> (N, H, W, C)
+    if cfg.format == "npz":
+        np.savez_compressed(out / f"{name}.npz", x=pixels)
+        return
+    folder = out / name
+    folder.mkdir(exist_ok=True)
+    for i, img in enumerate(pixels):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(folder / f"{i:06d}.png")

@@ -1,0 +1,157 @@
+"""Quality-selected GAN checkpoints, self-describing checkpoints, and `genlab.evaluate|sample|download`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.conftest import CONF_DIR
+
+FAST = ["debug=fast", "callbacks.progress_bar.refresh_rate=0", "logger=[]"]
+BRIEF = "metrics.quality.classifier_settings.min_steps=100"  # the classifier debug=fast trained and cached
+
+
+def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GENLAB_DATA_DIR": str(cwd / "no_data")}
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args = (*args, f"hydra.run.dir={cwd}/hydra")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Fast runs on digits. GAN: 3 epochs, quality every 2nd (epochs 1 and 2, the last): no metric at epoch 0."""
+    out = {}
+    for model, extra in (("gan", ["trainer.max_epochs=3", "metrics.every_n_epochs=2"]), ("vae", [])):
+        folder = tmp_path_factory.mktemp(model)
+        proc = run("genlab", f"model={model}", *FAST, *extra, f"hydra.run.dir={folder}", cwd=folder)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[model] = folder
+    return out
+
+
+def test_gan_best_checkpoint_is_chosen_by_classifier_fid(runs):
+    folder = runs["gan"]
+    records = [json.loads(line) for line in (folder / "sample_quality.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["epoch"] for r in val] == [1, 2]
+    assert all(r["protocol"]["classifier"]["n_fake"] == 200 for r in records)  # metrics.n_samples under debug=fast
+    best_epoch = min(val, key=lambda r: r["cfid"])["epoch"]
+    best = list((folder / "checkpoints").glob("best-*.ckpt"))
+    assert [p.name for p in best] == [f"best-epoch{best_epoch:03d}.ckpt"]
+    ckpt = torch.load(best[0], map_location="cpu", weights_only=False)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Checkpoint"))
+    assert state["monitor"] == "val/cfid"
+    assert ckpt["genlab_config"]["model"]["_target_"] == "genlab.models.GAN"  # checkpoints describe themselves
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert {"test/cfid", "test/modes", "test/cis", "test/class_kl", "test/precision", "test/recall"} <= set(metrics)
+
+
+def test_vae_keeps_its_likelihood_monitor(runs):
+    ckpt = torch.load(next((runs["vae"] / "checkpoints").glob("best-*.ckpt")), map_location="cpu", weights_only=False)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Checkpoint"))
+    assert state["monitor"] == "val/nelbo"
+
+
+def test_evaluate_writes_metrics_and_protocol_into_the_run_dir(runs):
+    folder = runs["gan"]
+    proc = run("genlab.evaluate", f"run_dir={folder}", "n_samples=300", "ckpt=last", BRIEF, cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert "test/cfid" in metrics  # the training metrics stay
+    assert 0 <= metrics["eval/modes"] <= 10 and metrics["eval/cfid"] > 0 and metrics["eval/cis"] >= 1
+    protocol = metrics["eval/protocol"]
+    assert protocol["checkpoint"].endswith("last.ckpt") and protocol["n_samples"] == 300
+    assert (protocol["classifier"]["n_fake"], protocol["classifier"]["n_real"]) == (300, 359)
+    assert "in " in proc.stdout and "eval/cfid" in proc.stdout
+
+
+def test_vae_evaluation_has_reconstruction_likelihood_and_the_table(runs, tmp_path):
+    out = tmp_path / "vae_metrics.json"
+    args = [f"run_dir={runs['vae']}", "n_samples=200", "metrics.iwae_k=8", "metrics.likelihood_table_n=4", BRIEF]
+    proc = run("genlab.evaluate", *args, f"output={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert 0 < metrics["eval/recon_mse"] < 0.25 and metrics["eval/recon_psnr"] > 6
+    assert metrics["eval/iwae_nll"] <= metrics["eval/nelbo"] + 1.0  # IWAE is the tighter bound (up to noise)
+    assert metrics["eval/protocol"]["likelihood"]["iwae_k"] == 8
+    table = (tmp_path / "likelihood_table.csv").read_text().splitlines()
+    assert table[0] == "index,label,nelbo,iwae_nll_k8" and len(table) == 5
+
+
+def test_a_copied_checkpoint_is_evaluated_away_from_its_run_dir(runs, tmp_path):
+    copy = tmp_path / "elsewhere" / "model.ckpt"
+    copy.parent.mkdir()
+    shutil.copy(runs["gan"] / "checkpoints" / "last.ckpt", copy)
+    proc = run("genlab.evaluate", f"ckpt_path={copy}", "n_samples=100", BRIEF, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "eval/cfid" in json.loads((tmp_path / "elsewhere" / "model.metrics.json").read_text())
+
+
+def test_missing_or_incompatible_checkpoint_exits_with_one_message(runs, tmp_path):
+    proc = run("genlab.evaluate", f"run_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    ckpt = torch.load(runs["gan"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt["genlab_config"]["model"]["latent_dim"] = 8  # weights no longer fit the model the config builds
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    proc = run("genlab.evaluate", f"ckpt_path={tmp_path / 'bad.ckpt'}", cwd=tmp_path)
+    assert proc.returncode == 1 and "does not fit model genlab.models.GAN" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["npz", "png", "grid"])
+def test_sample_writes_npz_pngs_or_a_grid(runs, tmp_path, fmt):
+    from genlab.tasks.sample import sample
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "sample.yaml", overrides=[f"run_dir={runs['gan']}", "n=10", f"format={fmt}", f"output={tmp_path}"]
+        )
+    GlobalHydra.instance().clear()
+    assert sample(cfg) == tmp_path
+    if fmt == "npz":
+        x = np.load(tmp_path / "samples.npz")["x"]
+        assert x.shape == (10, 16, 16, 1) and x.dtype == np.uint8 and x.max() > x.min()
+    elif fmt == "png":
+        assert len(list((tmp_path / "samples").glob("*.png"))) == 10
+    else:
+        assert (tmp_path / "samples.png").stat().st_size > 100
+
+
+def test_download_reports_each_item_and_fails_cleanly_offline(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from genlab.errors import GenlabError
+    from genlab.tasks.download import download
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setenv("GENLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GENLAB_CACHE_DIR", str(tmp_path / "cache"))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("download.yaml", overrides=["datasets=[digits,mnist]"])
+        with pytest.raises(GenlabError, match="2 of 3 downloads failed: dataset mnist, inception weights"):
+            download(cfg)
+    GlobalHydra.instance().clear()
+    out = capsys.readouterr().out
+    assert "ok      dataset digits" in out and "FAILED  dataset mnist" in out
+    assert f"FAILED  inception weights: could not download the InceptionV3 weights to {tmp_path / 'cache'}" in out

@@ -1,0 +1,212 @@
+"""Metrics: known answers, an independent FID cross-check, the IWAE closed form, caching counted in calls."""
+
+import logging
+import math
+import urllib.error
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from genlab.callbacks.metrics import rank_share
+from genlab.data import DigitsDataModule
+from genlab.metrics import QualityMetrics, inception, iwae_log_px, keys, reconstruction_metrics, stats
+from genlab.metrics.features import ClassifierExtractor
+from genlab.metrics.likelihood import elbo, log_normal
+from genlab.metrics.reference import reference_features
+from genlab.utils.images import model_to_extractor
+
+
+def gaussian_features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g) / math.sqrt(d)
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed + 1)) @ mix + shift
+
+
+def test_torchmetrics_fid_agrees_with_numpy_scipy_sqrtm():
+    real, fake = gaussian_features(600, 16, 0), gaussian_features(500, 16, 10, shift=0.3)
+    (mu1, s1), (mu2, s2) = (tuple(t.numpy() for t in stats.mean_cov(f)) for f in (real, fake))
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    assert expected > 1.0
+    assert stats.fid(real, fake) == pytest.approx(expected, rel=1e-3)
+
+
+def test_fid_and_kid_vanish_on_one_set_and_grow_with_a_shift():
+    real = gaussian_features(400, 8, 0)
+    assert abs(stats.fid(real, real)) < 1e-6
+    assert abs(stats.kid(real, real, subset_size=100, subsets=20)) < 0.05
+    near, far = gaussian_features(400, 8, 5, 0.5), gaussian_features(400, 8, 5, 2.0)
+    assert 0.1 < stats.fid(real, near) < stats.fid(real, far)
+    assert 0 < stats.kid(real, near, subset_size=100) < stats.kid(real, far, subset_size=100)
+
+
+def test_inception_score_known_answers():
+    one_hot = torch.eye(10).repeat(50, 1)  # confident and balanced: IS = number of classes
+    assert stats.inception_score(one_hot) == pytest.approx(10.0, rel=1e-6)
+    assert stats.inception_score(torch.eye(10)[torch.zeros(500, dtype=torch.long)]) == pytest.approx(1.0)
+    assert stats.inception_score(torch.full((500, 10), 0.1)) == pytest.approx(1.0)
+
+
+def test_mode_collapse_shows_in_coverage_and_class_kl():
+    real = stats.class_histogram(torch.arange(1000) % 10, 10)
+    collapsed = stats.class_histogram(torch.tensor([1, 4, 7]).repeat(333), 10)
+    almost = stats.class_histogram(torch.cat([torch.arange(995) % 9, torch.full((5,), 9)]), 10)  # class 9: 0.5%
+    assert stats.mode_coverage(real) == 10 and stats.mode_coverage(collapsed) == 3
+    assert stats.mode_coverage(almost) == 9
+    assert stats.class_kl(real, real) == pytest.approx(0.0, abs=1e-9)
+    assert stats.class_kl(collapsed, real) == pytest.approx(math.log(10 / 3), rel=1e-3)
+
+
+def test_precision_recall_tell_collapse_from_spread():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 8, generator=g) * 10
+    real = centres.repeat_interleave(100, 0) + torch.randn(1000, 8, generator=g)
+    collapsed = centres[:2].repeat_interleave(500, 0) + torch.randn(1000, 8, generator=g)
+    p, r = stats.precision_recall(real, real + 1e-4)
+    assert p == 1.0 and r == 1.0
+    p, r = stats.precision_recall(real, collapsed)
+    assert p > 0.8 and 0.1 < r < 0.35  # good samples of 2 of 10 modes
+    p, r = stats.precision_recall(real, real + 100.0)
+    assert p == 0.0 and r == 0.0
+
+
+def test_converter_takes_model_range_to_extractor_uint8_rgb():
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(1, 1, 2, 2)
+    out = model_to_extractor(x)
+    assert out.dtype == torch.uint8 and out.shape == (1, 3, 2, 2)
+    assert out[0, :, 0, 0].tolist() == [0, 0, 0] and out[0, 2].flatten().tolist() == [0, 128, 255, 255]
+    rgb = torch.rand(2, 3, 4, 4) * 2 - 1
+    assert torch.equal(model_to_extractor(rgb).float(), ((rgb + 1) * 127.5).round())
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A randomly initialised torch-fidelity InceptionV3 saved to a file (the real weights are not here)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        mp.setattr("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {})
+        torch.manual_seed(0)
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_fid_pipeline_runs_on_a_weights_file(random_inception_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv(inception.ENV_VAR, str(random_inception_weights))  # the env var is honoured
+    extractor = inception.load_inception(None, tmp_path, download=False, feature="64")  # 2048: same path, slower
+    images = torch.rand(6, 1, 16, 16) * 2 - 1  # grey, model range
+    feats = extractor(images)["features"]
+    assert feats.shape == (6, 64) and torch.isfinite(feats).all()
+    assert abs(stats.fid(feats, feats)) < 1e-3
+    assert not torch.equal(feats[0], feats[1])  # different images, different features
+    assert len(extractor.weights_hash) == 12 and extractor.name == "inception-v3-compat-64"
+
+
+def test_offline_without_weights_skips_and_says_so_once(tmp_path, monkeypatch, caplog):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.delenv(inception.ENV_VAR, raising=False)
+    monkeypatch.setattr(inception, "_skip_said", set())
+    with caplog.at_level(logging.WARNING):
+        assert inception.load_inception(None, tmp_path, download=True) is None
+        assert inception.load_inception(None, tmp_path, download=True) is None
+    said = [r.getMessage() for r in caplog.records if "Inception FID/KID skipped" in r.getMessage()]
+    assert len(said) == 1 and "Name or service not known" in said[0]
+
+
+def test_a_missing_configured_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="metrics.inception_weights=.*does not exist"):
+        inception.load_inception(str(tmp_path / "nope.pth"), tmp_path, download=False)
+
+
+class _Samples:
+    """A stand-in model: `sample(n)` serves the given images in order."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images, self.i = images, 0
+
+    def sample(self, n: int, y=None) -> torch.Tensor:
+        self.i += n
+        return self.images[self.i - n : self.i]
+
+
+def test_reference_features_are_computed_once_per_dataset(tmp_path, monkeypatch):
+    calls = []
+    original = ClassifierExtractor.__call__
+    monkeypatch.setattr(ClassifierExtractor, "__call__", lambda self, x: calls.append(len(x)) or original(self, x))
+    dm = DigitsDataModule(image_size=16, channels=1)
+    settings = {"epochs": 1, "min_steps": 20, "width": 8}
+    first = QualityMetrics(str(tmp_path), classifier_settings=settings, inception=False, batch_size=100, kid_subsets=10)
+    first.setup(dm)
+    assert sum(calls) == 359  # the whole test split, once
+    test_images = torch.cat([x for x, _ in dm.test_dataloader()])
+    metrics, protocol = first.compute(first.features(_Samples(test_images), 300))
+    assert sum(calls) == 359 + 300
+    calls.clear()
+    second = QualityMetrics(
+        str(tmp_path), classifier_settings=settings, inception=False, batch_size=100, kid_subsets=10
+    )
+    second.setup(DigitsDataModule(image_size=16, channels=1))  # a second evaluation: cached classifier and stats
+    second.compute(second.features(_Samples(test_images), 300))
+    assert sum(calls) == 300
+    p = protocol["classifier"]
+    assert (p["n_real"], p["n_fake"], p["reference_split"]) == (359, 300, "test")
+    assert p["extractor"] == "classifier-digits-16px" and len(p["extractor_weights_sha256"]) == 12
+    assert {"torch", "torchmetrics"} <= set(p["versions"]) and "resize" in p
+    assert metrics[keys.MODES] == 10 and metrics[keys.CFID] < 50 and metrics[keys.PRECISION] > 0.8
+    reference = reference_features(tmp_path, dm, "test", second.extractors["classifier"])
+    assert reference["features"].shape == (359, 128)
+
+
+def test_rank_shares_add_up_to_exactly_n():
+    for n, world in [(1000, 3), (7, 4), (10, 1)]:
+        shares = [rank_share(n, world, r) for r in range(world)]
+        assert sum(c for c, _ in shares) == n
+        assert [o for _, o in shares] == [sum(c for c, _ in shares[:r]) for r in range(world)]
+
+
+class _Shift(nn.Module):
+    device = torch.device("cpu")
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.2  # 0.1 in the [0, 1] scale
+
+
+def test_reconstruction_mse_and_psnr_in_unit_scale():
+    x = torch.rand(3, 8, 1, 4, 4) * 1.6 - 0.8  # stays inside [-1, 1] after the shift
+    out = reconstruction_metrics(_Shift(), list(x))
+    assert out[keys.MSE] == pytest.approx(0.01, rel=1e-4)
+    assert out[keys.PSNR] == pytest.approx(20.0, rel=1e-4)
+
+
+def test_iwae_recovers_the_closed_form_of_a_linear_gaussian_model():
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, s2 I): log p(x) = log N(x; b, W W^T + s2 I)."""
+    torch.manual_seed(0)
+    d_x, d_z, s2 = 4, 2, 0.5
+    w, b = torch.randn(d_x, d_z, dtype=torch.float64), torch.randn(d_x, dtype=torch.float64)
+    x = torch.randn(5, d_x, dtype=torch.float64) * 2
+    exact = torch.distributions.MultivariateNormal(b, w @ w.T + s2 * torch.eye(d_x, dtype=torch.float64)).log_prob(x)
+
+    def log_lik(x_, z):  # z (k, B, d_z) -> (k, B)
+        return log_normal(x_.expand(len(z), *x_.shape), z @ w.T + b, torch.full_like(x_, math.log(s2)))
+
+    def posterior(x_):  # a deliberately imperfect q(z|x): the exact mean, twice the exact variance
+        cov = torch.linalg.inv(torch.eye(d_z, dtype=torch.float64) + w.T @ w / s2)
+        mu = (x_ - b) @ w @ cov.T / s2
+        return mu, torch.log(2 * torch.diagonal(cov)).expand_as(mu)
+
+    one = elbo(x.repeat(2000, 1), posterior, log_lik).view(2000, -1).mean(0)  # the ELBO, averaged over z
+    many = iwae_log_px(x, posterior, log_lik, k=5000, chunk=1000)
+    assert (one < exact).all()
+    assert torch.allclose(many, exact, atol=0.02)
+    assert (exact - many).mean() < (exact - one).mean() - 0.05  # the bound tightens with k
