@@ -78,15 +78,11 @@ def test_tensorboard_receives_scalars_and_the_sample_grid(tmp_path):
 def test_help_lists_the_config_groups(tmp_path):
     proc = genlab(tmp_path, "--help")
     assert proc.returncode == 0
-    for group in (
-        "model: acgan, bigan, dcgan, gan, hinge_gan, lsgan, vae, wgan, wgan_gp, wgan_mlp",
-        "data:",
-        "trainer:",
-        "logger:",
-        "experiment:",
-        "debug: fast",
-    ):
+    for group in ("model:", "data:", "trainer:", "logger:", "experiment:", "debug: fast"):
         assert group in proc.stdout, group
+    models = next(line for line in proc.stdout.splitlines() if line.startswith("model:"))
+    expected = {"gan", "vae", "wgan", "conv_vae", "autoencoder", "vqvae", "dcgan", "wgan_gp", "lsgan", "acgan", "bigan"}
+    assert expected <= set(models[len("model:") :].replace(",", " ").split())
 
 
 def test_unknown_option_is_rejected_with_the_valid_choices(tmp_path):

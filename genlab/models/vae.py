@@ -10,10 +10,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from genlab.errors import check_choice
 from genlab.models import losses
 from genlab.models.base import GenerativeModule
+from genlab.models.steps import SplitSteps, optimizers
 from genlab.utils.images import model_to_unit, unit_to_model
 
 
-class VAE(GenerativeModule):
+class VAE(SplitSteps, GenerativeModule):
     """Gaussian encoder q(z|x), decoder p(x|z) with mean sigmoid(logits), prior N(0, I).
 
     Loss = recon + beta * KL, with `recon_loss` bce or mse and `reduction` sum (per image) or mean
@@ -69,45 +70,24 @@ class VAE(GenerativeModule):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return self.decoder(z), mu, logvar
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
-        x, _ = batch
+    def loss_terms(self, x: Tensor) -> dict[str, Tensor]:
+        """Scalars for images `[B, C, H, W]`: loss = recon + beta * kl, and the Bernoulli nelbo."""
         logits, mu, logvar = self(x)
         target = model_to_unit(x)
         recon = losses.reconstruction(logits, target, self.recon_loss, self.reduction)
         kl = losses.kl_standard_normal(mu, logvar).mean()
-        loss = recon + self.beta * kl
         bce_sum = (
             recon
             if (self.recon_loss, self.reduction) == ("bce", "sum")
             else losses.reconstruction(logits, target, "bce", "sum")
         )
-        train = split == "train"
-        self.log_dict(
-            {
-                f"{split}/loss": loss,
-                f"{split}/recon": recon,
-                f"{split}/kl": kl,
-                f"{split}/nelbo": bce_sum + kl,
-            },
-            prog_bar=train,
-            on_step=train,
-            on_epoch=True,
-            sync_dist=not train,
-            batch_size=x.shape[0],
-        )
-        return loss
+        return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl, "nelbo": bce_sum + kl}
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def _step(self, batch: tuple[Tensor, Tensor], split: str, batch_idx: int = 0) -> Tensor:
+        x, _ = batch
+        terms = self.loss_terms(x)
+        self.log_split(split, terms, batch_size=x.shape[0])
+        return terms["loss"]
 
     def configure_optimizers(self) -> Optimizer | dict:
-        optimizer = self.optimizer(self.parameters(), lr=self.lr)
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "epoch"}}
+        return optimizers(self, self.optimizer, self.lr, self.scheduler)

@@ -39,11 +39,30 @@ def block_widths(width: int, n: int, max_mult: int = 8) -> list[int]:
     return [width * min(2**i, max_mult) for i in range(n)]
 
 
+class ResBlock(nn.Module):
+    """`x + conv1x1(act(norm(conv3x3(act(x)))))`, shape-preserving `[B, C, H, W]` (the VQ-VAE's residual block,
+    van den Oord et al. 2017, section 4.1)."""
+
+    def __init__(self, channels: int, norm: str = "batch", activation_name: str = "relu") -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            activation(activation_name),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm != "batch"),
+            norm_2d(norm, channels),
+            activation(activation_name),
+            nn.Conv2d(channels, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
 class ConvEncoder(nn.Module):
     """`[B, C, H, W]` -> features `[B, out_dim]` (flattened, through a linear layer when `out_dim` is set) or,
     with `spatial=True`, the feature map `[B, out_channels or widths[-1], start, start]`.
 
-    The first block has no norm (DCGAN); `norm` is batch, layer (WGAN-GP critic) or none.
+    The first block has no norm (DCGAN); `norm` is batch, layer (WGAN-GP critic) or none. `res_blocks` residual
+    blocks follow at the latent-side resolution.
     """
 
     def __init__(
@@ -58,6 +77,7 @@ class ConvEncoder(nn.Module):
         max_mult: int = 8,
         spatial: bool = False,
         out_channels: int | None = None,
+        res_blocks: int = 0,
     ) -> None:
         super().__init__()
         n, start = resolution_plan(image_size, n_blocks)
@@ -66,6 +86,7 @@ class ConvEncoder(nn.Module):
         for i, (c_in, c_out) in enumerate(zip([channels, *widths[:-1]], widths, strict=True)):
             layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0 or norm != "batch"))
             layers += [norm_2d(norm if i > 0 else "none", c_out), activation(activation_name)]
+        layers += [ResBlock(widths[-1], norm, activation_name) for _ in range(res_blocks)]
         if spatial and out_channels is not None:
             layers.append(nn.Conv2d(widths[-1], out_channels, 1))
         elif not spatial:
@@ -84,8 +105,9 @@ class ConvDecoder(nn.Module):
     """`[B, latent_dim]` (and labels `[B]` when `num_classes > 0`) -> `[B, C, H, W]`; with `in_channels` set,
     a feature map `[B, in_channels, start, start]` instead of a vector (the VQ-VAE's quantised grid).
 
-    The vector is projected to `[widths[-1], start, start]`; each block doubles the resolution with BatchNorm
-    (`norm`) and ReLU, the last one maps to `channels` with `output` none (logits) or tanh.
+    The vector is projected to `[widths[-1], start, start]` (then `res_blocks` residual blocks); each block
+    doubles the resolution with BatchNorm (`norm`) and ReLU, the last one maps to `channels` with `output` none
+    (logits) or tanh.
     """
 
     def __init__(
@@ -101,6 +123,7 @@ class ConvDecoder(nn.Module):
         max_mult: int = 8,
         num_classes: int = 0,
         in_channels: int | None = None,
+        res_blocks: int = 0,
     ) -> None:
         super().__init__()
         if (latent_dim is None) == (in_channels is None):
@@ -114,6 +137,7 @@ class ConvDecoder(nn.Module):
         else:
             self.cond, self.project = None, nn.Conv2d(in_channels, widths[0], 3, padding=1)
         layers: list[nn.Module] = [norm_2d(norm, widths[0]), activation(activation_name)]
+        layers += [ResBlock(widths[0], norm, activation_name) for _ in range(res_blocks)]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=norm != "batch"), norm_2d(norm, c_out)]
             layers.append(activation(activation_name))

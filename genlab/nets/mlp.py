@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from genlab.errors import check_choice
+from genlab.errors import ConfigError, check_choice
 from genlab.nets.common import LabelConditioning, output_activation
 from genlab.nets.common import activation as _activation
 
@@ -31,6 +31,14 @@ def mlp_layers(
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
     return layers
+
+
+def hidden_widths(width: int, depth: int, reverse: bool = False) -> list[int]:
+    """`depth` hidden layer widths halving from `width` (512, 2 -> [512, 256]); `reverse` for the mirrored decoder."""
+    if depth < 1 or width < 2 ** (depth - 1):
+        raise ConfigError(f"depth={depth} with width={width} is invalid; expected depth >= 1 and width >= 2^(depth-1)")
+    widths = [width // 2**i for i in range(depth)]
+    return widths[::-1] if reverse else widths
 
 
 class MLPEncoder(nn.Module):
