@@ -142,4 +142,4 @@ def test_last_ckpt_is_the_final_state_even_when_an_early_epoch_is_best(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 18)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "best.json", "last.ckpt"]

@@ -14,7 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from genlab.errors import GenlabError
-from genlab.prior import fit_prior, load_run
+from genlab.runs import open_run
+from genlab.tasks.prior import fit_prior
 from genlab.tasks.train import train
 from tests.conftest import CONF_DIR
 from tests.data_fixtures import write_image_folder
@@ -66,7 +67,7 @@ def test_each_prior_gives_valid_codes_and_images(vq_run, name):
     assert all(isinstance(v, float) for v in figures.values()) and figures
     assert (vq_run / "checkpoints" / f"prior-{name}.pt").is_file()
     assert (vq_run / "samples" / f"prior-{name}.png").is_file()
-    _, model = load_run(vq_run, prior=name)
+    model = open_run(vq_run, prior=name).model
     codes = model.prior.sample(32, torch.Generator().manual_seed(1))
     assert codes.shape == (32, *model.latent_shape) and codes.dtype == torch.long
     assert codes.min() >= 0 and codes.max() < model.codebook_size
@@ -88,13 +89,16 @@ def test_prior_command_writes_next_to_the_checkpoints(vq_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads((vq_run / "prior-gmm.json").read_text())
     assert {"train_loglik", "test_loglik"} <= set(figures)
-    saved = torch.load(vq_run / "checkpoints" / "prior-gmm.pt", weights_only=False)
+    saved = torch.load(vq_run / "checkpoints" / "prior-gmm.pt", weights_only=True)  # tensors and plain data
     assert saved["config"]["n_components"] == 2 and saved["build"]["codebook_size"] == 16
 
 
 def test_prior_command_names_a_folder_that_is_not_a_run(tmp_path):
-    with pytest.raises(GenlabError, match=r"run_dir=.*missing has no \.hydra/config\.yaml"):
+    with pytest.raises(GenlabError, match=r"run_dir=.*missing does not exist; expected a run directory"):
         fit_prior(OmegaConf.create({"run_dir": str(tmp_path / "missing"), "ckpt": "best"}))
+    (tmp_path / "someone").mkdir()
+    with pytest.raises(GenlabError, match=r"run_dir=.*someone is not a genlab run directory \(no checkpoints/\)"):
+        fit_prior(OmegaConf.create({"run_dir": str(tmp_path / "someone"), "ckpt": "best"}))
 
 
 @pytest.mark.parametrize("model", ["conv_vae", "vqvae"])

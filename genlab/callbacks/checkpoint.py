@@ -1,16 +1,20 @@
 """ModelCheckpoint whose monitored metric defaults to a sample-quality metric (GANs) or the model's own."""
 
+from pathlib import Path
+
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from genlab.callbacks.metrics import SampleQuality
+from genlab.runs import write_best_record
 
 
 class Checkpoint(ModelCheckpoint):
     """The best checkpoint(s) by `monitor`. With `monitor: null` it asks a `SampleQuality` callback first (GANs:
     `val/cfid` on labelled data, `val/fid` with Inception weights), else takes the model's `monitor` and
-    `monitor_mode` (e.g. `val/nelbo` for the VAE)."""
+    `monitor_mode` (e.g. `val/nelbo` for the VAE). Each time the best changes, `best.json` in `dirpath` records it:
+    that record is what `ckpt=best` means to every entry point (`genlab.runs.find_checkpoint`)."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.monitor is None:
@@ -29,3 +33,9 @@ class Checkpoint(ModelCheckpoint):
         if self.monitor is not None and self.monitor not in monitor_candidates:
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and filepath == self.best_model_path:
+            score = None if self.best_model_score is None else float(self.best_model_score)
+            write_best_record(Path(filepath).parent, Path(filepath), self.monitor, score, trainer.current_epoch)

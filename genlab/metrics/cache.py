@@ -10,6 +10,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.errors import CheckpointError, GenlabError
+from genlab.utils.checkpoints import read
+
 
 def digest(obj: object, length: int = 12) -> str:
     """A short stable hash of a JSON-serialisable object."""
@@ -43,8 +46,19 @@ def atomic_save(obj: object, path: Path) -> None:
 
 
 def load_file(path: Path) -> dict | None:
-    """The cached object at `path`, or None when it is absent."""
-    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    """The cached object at `path` (tensors and plain containers only), or None when it is absent."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read(path, key="cache file")
+    except CheckpointError as err:
+        raise GenlabError(
+            f"the metrics cache file {path} is not one genlab wrote (corrupt, or it holds pickled Python objects "
+            f"that could run code), so genlab refuses to load it; delete it and genlab computes it again"
+        ) from err
+    if not isinstance(stored, dict):
+        raise GenlabError(f"the metrics cache file {path} is not a dict; delete it and genlab computes it again")
+    return stored
 
 
 def dataset_key(datamodule) -> str:

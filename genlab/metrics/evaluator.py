@@ -13,6 +13,7 @@ from genlab.metrics.features import ClassifierExtractor, Extractor, extract
 from genlab.metrics.inception import load_inception
 from genlab.metrics.quality import METRIC_SETS, protocol
 from genlab.metrics.reference import reference_features
+from genlab.models.sampling import sample_batches
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +21,6 @@ log = logging.getLogger(__name__)
 def is_labelled(datamodule) -> bool:
     """Single-label class data (the dataset classifier applies)."""
     return datamodule.num_classes > 1 and getattr(datamodule, "factor", "label") is not None
-
-
-def sample_labels(model, n: int, offset: int = 0) -> Tensor | None:
-    """Class-balanced labels `[n]` for conditional models (`num_classes` > 0), else None."""
-    num_classes = getattr(model, "num_classes", 0) or 0
-    return (torch.arange(offset, offset + n) % num_classes) if num_classes > 0 else None
-
-
-@torch.no_grad()
-def sample_batches(model, n: int, batch_size: int, offset: int = 0):
-    """Yield `n` samples in [-1, 1] from `model.sample` in batches (eval mode and EMA are the model's job)."""
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        y = sample_labels(model, b, offset + start)
-        yield model.sample(b, y=None if y is None else y.to(model.device)).float()
 
 
 class QualityMetrics:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from genlab.metrics import keys, likelihood_table, reconstruction_metrics, vae_likelihood
 from genlab.metrics.cache import dataset_key, split_tensors
-from genlab.tasks.restore import restore
+from genlab.runs import open_run, run_options
 from genlab.utils.images import uint8_to_model
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,14 @@ PREFIX = "eval/"
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Sample quality (all models), reconstruction (models with `reconstruct`), likelihood (VAEs)."""
     start = time.perf_counter()
-    run_cfg, model, datamodule, ckpt = restore(cfg.get("run_dir"), cfg.get("ckpt_path"), cfg.ckpt, cfg.device)
+    run = open_run(**run_options(cfg), device=cfg.device)
+    model, datamodule, ckpt = run.model, run.datamodule(), run.checkpoint
     torch.manual_seed(cfg.seed)
     n = cfg.n_samples or cfg.metrics.eval_n_samples
     values: dict[str, float] = {}
     protocol: dict[str, object] = {"checkpoint": str(ckpt), "dataset": dataset_key(datamodule), "n_samples": n}
+    if run.prior:
+        protocol["prior"] = run.prior
 
     quality = instantiate(cfg.metrics.quality, inception=cfg.metrics.inception_in_evaluate)
     quality.setup(datamodule)

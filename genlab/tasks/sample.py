@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from genlab.errors import check_choice
-from genlab.metrics.evaluator import sample_batches
-from genlab.tasks.restore import restore
+from genlab.models.sampling import sample_batches
+from genlab.runs import open_run, run_options
 from genlab.utils.images import model_to_uint8, model_to_unit
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ FORMATS = ("grid", "png", "npz")
 def sample(cfg: DictConfig) -> Path:
     """Writes `n` samples (per class with `per_class` for conditional models) under `output` and returns it."""
     check_choice("format", cfg.format, FORMATS)
-    _, model, _, ckpt = restore(cfg.get("run_dir"), cfg.get("ckpt_path"), cfg.ckpt, cfg.device)
+    run = open_run(**run_options(cfg), device=cfg.device)
+    model, ckpt = run.model, run.checkpoint
     num_classes = getattr(model, "num_classes", 0) or 0
     out = Path(cfg.output).expanduser() if cfg.get("output") else ckpt.parent.parent / "generated"
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from torch import nn
 from genlab.callbacks.config import StoreConfig
 from genlab.callbacks.state import derive_seed
 from genlab.errors import CheckpointError, ConfigError
-from genlab.utils.checkpoints import check_fits, load_checkpoint
+from genlab.runs import find_checkpoint, load_checkpoint
+from genlab.utils.checkpoints import check_fits
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
 from genlab.utils.runner import save_run_config
@@ -92,18 +93,18 @@ def _weights_only(value: bool) -> dict:
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`ckpt_path`, with `last` (the default under `resume=`) meaning `<run dir>/checkpoints/last.ckpt`."""
+    """`ckpt_path`: a file, or `last` / `best` (the default under `resume=` is `last`) of this run dir."""
     ckpt = cfg.get("ckpt_path") or ("last" if cfg.get("resume") else None)
-    if ckpt != "last":
+    if ckpt not in ("last", "best"):
         return ckpt
-    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        key = f"resume={cfg.resume}" if cfg.get("resume") else "ckpt_path=last"
+    run_dir = Path(cfg.paths.output_dir)
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        key = f"resume={cfg.resume}" if cfg.get("resume") else f"ckpt_path={ckpt}"
         raise CheckpointError(
-            f"{key}: {path} does not exist (the run stopped before writing its first checkpoint); expected a run "
-            f"dir holding checkpoints/last.ckpt, or start a new run"
+            f"{key}: {run_dir / 'checkpoints' / 'last.ckpt'} does not exist (the run stopped before writing its first "
+            f"checkpoint); expected a run dir holding checkpoints/last.ckpt, or start a new run"
         )
-    return str(path)
+    return str(find_checkpoint(run_dir, ckpt))
 
 
 def _seed(cfg: DictConfig, checkpoint: dict | None) -> int:

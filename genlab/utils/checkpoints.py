@@ -47,37 +47,43 @@ def first_nonfinite(obj: Any) -> tuple[str, float] | None:
     return None
 
 
-def load_checkpoint(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool = False) -> dict:
-    """torch.load a genlab/Lightning checkpoint on the CPU, refusing pickled code unless `allow_unsafe`."""
+def read(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool = False) -> Any:
+    """The one `torch.load` of genlab: a file of tensors and plain containers, read on the CPU with
+    `weights_only=True`; pickled code is refused unless `allow_unsafe` (then loaded with a warning)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"{key}={path} does not exist; expected a .ckpt file written by genlab (e.g. "
-            f"<run dir>/checkpoints/last.ckpt)"
+            f"{key}={path} does not exist; expected a file written by genlab (e.g. <run dir>/checkpoints/last.ckpt)"
         )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
-            f"{key}={path} is not a valid PyTorch checkpoint (corrupt or truncated file); "
-            f"expected a .ckpt written by torch.save, e.g. <run dir>/checkpoints/last.ckpt"
+            f"{key}={path} is not a valid PyTorch checkpoint (corrupt or truncated file); expected a .ckpt "
+            f"written by torch.save, e.g. <run dir>/checkpoints/last.ckpt"
         )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = [line for line in str(err).splitlines() if "GLOBAL" in line]  # a class or function, not data
-        if not found:  # the pickle itself is damaged
-            raise _corrupt(path, key, " ".join(str(err).split()[-4:])) from err
-        if not allow_unsafe:
-            reason = found[0].split(" was not")[0].split(" whose module")[0].strip().rstrip(".")
-            raise CheckpointError(
-                f"{key}={path} holds pickled Python objects that are not plain weights ({reason}); loading them can "
-                f"run arbitrary code, so genlab refuses. If you trust its source, rerun with "
-                f"allow_unsafe_checkpoint=true"
-            ) from err
-        log.warning("allow_unsafe_checkpoint=true: loading %s with weights_only=False (it may run code)", path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise _corrupt(path, key, " ".join(str(err).split())[:200]) from err
-    _check_contents(path, key, checkpoint)
+    for weights_only in (True, False):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+        except pickle.UnpicklingError as err:
+            found = [line for line in str(err).splitlines() if "GLOBAL" in line]  # a class or function, not data
+            if not weights_only or not found:  # the pickle itself is damaged
+                raise _corrupt(path, key, " ".join(str(err).split()[-4:])) from err
+            if not allow_unsafe:
+                reason = found[0].split(" was not")[0].split(" whose module")[0].strip().rstrip(".")
+                raise CheckpointError(
+                    f"{key}={path} holds pickled Python objects that are not plain weights ({reason}); loading them "
+                    f"can run arbitrary code, so genlab refuses. If you trust its source, rerun with "
+                    f"allow_unsafe_checkpoint=true"
+                ) from err
+            log.warning("allow_unsafe_checkpoint=true: loading %s with weights_only=False (it may run code)", path)
+        except Exception as err:
+            raise _corrupt(path, key, " ".join(str(err).split())[:200]) from err
+    raise AssertionError("unreachable")
+
+
+def load_checkpoint(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool = False) -> dict:
+    """A genlab/Lightning checkpoint, read safely (`read`), with its digest and finite values checked."""
+    checkpoint = read(path, key, allow_unsafe)
+    _check_contents(Path(path), key, checkpoint)
     return checkpoint
 
 

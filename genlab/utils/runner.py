@@ -60,11 +60,27 @@ def resume_argv(argv: list[str]) -> list[str]:
     user = [a for a in argv[1:] if not a.startswith("resume=")]
     merged: dict[str, str] = {}
     previous = yaml.safe_load(saved.read_text()) or []
+    _check_saved_overrides(previous, saved, user)
     for override in [*previous, f"hydra.run.dir={run_dir}", f"resume={run_dir}", *user]:
         if _key(override) != "ckpt_path" or override in user:
             merged.pop(_key(override), None)
             merged[_key(override)] = override
     return [argv[0], *merged.values()]
+
+
+def _check_saved_overrides(previous: list, saved: Path, user: list[str]) -> None:
+    """The run dir's saved overrides are data: a `_target_` in them must be one genlab trusts (genlab.runs)."""
+    from genlab.errors import CheckpointError
+    from genlab.runs import check_override_targets
+
+    given = {_key(a): a.split("=", 1)[1] for a in user if "=" in a}
+    if given.get("allow_unsafe_checkpoint", "false").lower() == "true":
+        return
+    trusted = [t.strip() for t in given.get("trusted_targets", "").strip("[]").split(",") if t.strip()]
+    try:
+        check_override_targets(previous, str(saved), trusted)
+    except CheckpointError as err:
+        fail(str(err))
 
 
 def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
