@@ -3,7 +3,7 @@ attach what was fitted since (a VQ-VAE's prior). Training's resume, `evaluate`, 
 through this module, so a check added here holds at every entry point.
 
 A file from elsewhere (a checkpoint, a prior file, a run dir's saved config or overrides) is data, never code:
-- files load with `torch.load(weights_only=True)` (`genlab.utils.checkpoints.read`, the one `torch.load`);
+- files load with `weights_only=True` through `genlab.utils.checkpoints.read`, the one place that calls torch.load;
 - a model, datamodule or prior is rebuilt from a stored config only when every `_target_` in it is named exactly
   in `TRUSTED_TARGETS` (genlab's own classes and the torch optimisers and schedulers its configs use) or in the
   user's `trusted_targets` list. `allow_unsafe_checkpoint=true` lifts both checks for a source the user trusts.
@@ -111,7 +111,7 @@ def recorded_best(folder: Path) -> Path:
         if not isinstance(name, str) or Path(name).name != name:  # a name inside this folder, nothing else
             raise CheckpointError(f"{record} names {name!r}; expected a checkpoint file name in {folder}")
         return folder / name
-    log.info("No best checkpoint was recorded in %s (no evaluation selected one): using last.ckpt", folder)
+    log.warning("No best checkpoint was recorded in %s (no evaluation selected one): using last.ckpt", folder)
     return folder / "last.ckpt"
 
 
