@@ -7,6 +7,8 @@ import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
+from genlab.utils.instantiate import instantiate_group
+
 CONF = Path(__file__).resolve().parents[1] / "genlab" / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -43,11 +45,49 @@ def test_model_and_data_compose_and_instantiate(make_cfg, model, data):
         assert net.encode(torch.rand(3, channels, size, size) * 2 - 1).shape == (3, net.latent_dim)
 
 
+# trainer config -> (accelerator, strategy, devices) of the Trainer it builds, with 2 (pretended) GPUs visible
+TRAINER_BUILDS = {
+    "cpu": ("CPUAccelerator", "SingleDeviceStrategy", 1),
+    "default": ("CUDAAccelerator", "SingleDeviceStrategy", 1),  # accelerator: auto takes the GPU
+    "ddp": ("CUDAAccelerator", "DDPStrategy", 2),
+    "ddp_cpu": ("CPUAccelerator", "DDPStrategy", 2),
+    "gpu": ("CUDAAccelerator", "SingleDeviceStrategy", 1),
+}
+
+
+def pretend_gpus(monkeypatch, n: int) -> None:
+    """Make Lightning see `n` CUDA devices, so that GPU trainer configs build on a CPU machine (nothing runs)."""
+    import lightning.fabric.accelerators.cuda as fabric_cuda
+    import lightning.pytorch.accelerators.cuda as pl_cuda
+
+    monkeypatch.setattr(fabric_cuda, "num_cuda_devices", lambda: n)
+    monkeypatch.setattr(pl_cuda, "num_cuda_devices", lambda: n)
+    monkeypatch.setattr(pl_cuda.CUDAAccelerator, "is_available", staticmethod(lambda: True))
+
+
 @pytest.mark.parametrize("trainer", TRAINERS)
-def test_trainer_configs_compose(make_cfg, trainer):
-    cfg = make_cfg(f"trainer={trainer}")
-    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
-    assert cfg.trainer.default_root_dir == cfg.paths.output_dir
+def test_every_trainer_config_builds_its_trainer(tmp_path, monkeypatch, trainer):
+    from tests.conftest import compose_cfg
+
+    pretend_gpus(monkeypatch, 2)
+    cfg = compose_cfg(["logger=[]", f"trainer={trainer}"], output_dir=tmp_path)  # not debug=fast: it forces cpu
+    built = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks))
+    accelerator, strategy, devices = TRAINER_BUILDS[trainer]
+    assert (type(built.accelerator).__name__, type(built.strategy).__name__) == (accelerator, strategy)
+    assert built.num_devices == devices and built.default_root_dir == str(tmp_path)
+    if strategy == "DDPStrategy":  # G and D step separately: DDP must look for unused parameters
+        assert built.strategy._ddp_kwargs.get("find_unused_parameters") is True
+    if trainer == "ddp":
+        assert built.strategy._layer_sync is not None  # sync_batchnorm
+
+
+def test_gpu_trainer_offers_bf16_mixed(tmp_path, monkeypatch):
+    from tests.conftest import compose_cfg
+
+    pretend_gpus(monkeypatch, 1)
+    cfg = compose_cfg(["logger=[]", "trainer=gpu", "trainer.precision=bf16-mixed"], output_dir=tmp_path)
+    built = instantiate(cfg.trainer)
+    assert built.precision == "bf16-mixed" and type(built.precision_plugin).__name__ == "MixedPrecision"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
