@@ -114,3 +114,29 @@ def test_64px_rgb_image_folder_trains_end_to_end(make_cfg, tmp_path, model):
     if model == "vqvae":
         assert cfg.model.encoder.n_blocks == 1  # the default grid at 64 px: 32 x 32
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "samples" / "epoch_000.png").is_file()
+
+
+def test_a_fitted_gmm_prior_beats_uniform_codes_on_classifier_fid(tmp_path):
+    """A small VQ-VAE trained 3 epochs on digits (16 px, 8x8 grid of 16 codes): its GMM prior's samples are far
+    closer to the digits than decoded uniform codes (measured: cFID about 41 against 137)."""
+    from genlab.metrics import QualityMetrics
+    from genlab.runs import open_run
+    from tests.conftest import FAST, compose_cfg
+
+    vq = ["model=vqvae", "data=digits", "model.codebook_size=16", "model.code_dim=4", "model.lr=3e-3"]
+    nets = [f"model.{n}.{k}" for n in ("encoder", "decoder") for k in ("width=16", "res_blocks=0")]
+    budget = ["trainer.max_epochs=3", "trainer.limit_train_batches=1.0", "test=false"]
+    train(compose_cfg([*FAST, *vq, *nets, *budget], output_dir=tmp_path))
+    cfg = prior_cfg(tmp_path, "gmm")
+    cfg.prior.n_components = 10
+    fit_prior(cfg)
+    run = open_run(tmp_path)
+    quality = QualityMetrics(cache_dir=os.environ["GENLAB_CACHE_DIR"], classifier_settings={"min_steps": 100})
+    quality.use_inception = False
+    quality.setup(run.datamodule())
+    cfid = {}
+    for name, prior in (("gmm", run.model.prior), ("uniform", None)):
+        run.model.set_prior(prior)
+        torch.manual_seed(0)
+        cfid[name] = quality.compute(quality.features(run.model, 500))[0]["cfid"]
+    assert cfid["gmm"] < 0.5 * cfid["uniform"], cfid
