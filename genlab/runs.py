@@ -206,7 +206,10 @@ def open_run(
     allow_unsafe: bool = False,
     trusted: Iterable[str] = (),
 ) -> Run:
-    """Find, load, check and rebuild a run's model; attach its prior (`prior`: a name, None: the latest)."""
+    """Find, load, check and rebuild a run's model; attach its prior (`prior`: a name, None: the latest fitted,
+    "none": no prior, e.g. to score a VQ-VAE's uniform codes against its prior)."""
+    if prior == "none":
+        attach, prior = False, None
     path = find_checkpoint(run_dir, ckpt, ckpt_path)
     key = "ckpt_path" if ckpt_path else "ckpt"
     checkpoint = load_checkpoint(path, key=key, allow_unsafe=allow_unsafe)

@@ -202,6 +202,7 @@ def test_evaluate_and_sample_attach_the_fitted_prior(vq_run, tmp_path):
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     assert torch.equal(run.model.sample_latent(5, gen()), run.model.prior.sample(5, gen()))
     assert open_run(vq_run, attach=False).model.prior is None
+    assert open_run(vq_run, prior="none").model.prior is None  # prior=none: uniform codes, for comparison
     with pytest.raises(GenlabError, match=r"prior=pixelcnn: no fitted prior at .*prior-pixelcnn\.pt; fit one with"):
         open_run(vq_run, prior="pixelcnn")
 
