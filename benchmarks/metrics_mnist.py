@@ -38,7 +38,7 @@ def main() -> None:
     dm = TorchvisionDataModule(dataset="mnist", root=root, download=False, image_size=28, channels=1)
     start = time.perf_counter()
     quality = QualityMetrics(cache, inception=False)
-    quality.setup(dm)
+    quality.setup(dm, splits=("test",))
     print(
         f"classifier test accuracy: {quality.info[keys.CLASSIFIER_ACC]:.4f} (setup {time.perf_counter() - start:.1f} s)"
     )
@@ -49,7 +49,7 @@ def main() -> None:
     )
     results = {}
     for name, images in [("train[:10000]", train[:10000]), ("uniform noise", noise), ("test", test)]:
-        results[name], _ = quality.compute(quality.features(Images(images), len(images)))
+        results[name], _ = quality.compute(quality.features(Images(images), len(images)), "test")
         r = results[name]
         print(
             f"{name:>14} vs test: cFID {r[keys.CFID]:.4f}  cIS {r[keys.CIS]:.3f}  modes {r[keys.MODES]:.0f}  "

@@ -50,6 +50,10 @@ def test_gan_best_checkpoint_is_chosen_by_classifier_fid(runs):
     val = [r for r in records if r["split"] == "val"]
     assert [r["epoch"] for r in val] == [1, 2]
     assert all(r["protocol"]["classifier"]["n_fake"] == 200 for r in records)  # metrics.n_samples under debug=fast
+    # chosen on the validation images (10% held out of the training file), reported on the test split
+    assert {r["protocol"]["classifier"]["n_real"] for r in val} == {144}
+    assert [r["protocol"]["classifier"]["reference"]["split"] for r in records] == ["val", "val", "test"]
+    assert records[-1]["protocol"]["classifier"]["n_real"] == 359
     best_epoch = min(val, key=lambda r: r["cfid"])["epoch"]
     best = list((folder / "checkpoints").glob("best-*.ckpt"))
     assert [p.name for p in best] == [f"best-epoch{best_epoch:03d}.ckpt"]
@@ -77,6 +81,7 @@ def test_evaluate_writes_metrics_and_protocol_into_the_run_dir(runs):
     protocol = metrics["eval/protocol"]
     assert protocol["checkpoint"].endswith("last.ckpt") and protocol["n_samples"] == 300
     assert (protocol["classifier"]["n_fake"], protocol["classifier"]["n_real"]) == (300, 359)
+    assert protocol["classifier"]["reference"] == {"split": "test", "source": "the test split", "n_images": 359}
     assert "in " in proc.stdout and "eval/cfid" in proc.stdout
 
 

@@ -148,16 +148,16 @@ def test_reference_features_are_computed_once_per_dataset(tmp_path, monkeypatch)
     settings = {"epochs": 1, "min_steps": 20, "width": 8}
     first = QualityMetrics(str(tmp_path), classifier_settings=settings, inception=False, batch_size=100, kid_subsets=10)
     first.setup(dm)
-    assert sum(calls) == 359  # the whole test split, once
+    assert sum(calls) == 144 + 359  # the validation images and the whole test split, once each
     test_images = torch.cat([x for x, _ in dm.test_dataloader()])
-    metrics, protocol = first.compute(first.features(_Samples(test_images), 300))
-    assert sum(calls) == 359 + 300
+    metrics, protocol = first.compute(first.features(_Samples(test_images), 300), "test")
+    assert sum(calls) == 144 + 359 + 300
     calls.clear()
     second = QualityMetrics(
         str(tmp_path), classifier_settings=settings, inception=False, batch_size=100, kid_subsets=10
     )
     second.setup(DigitsDataModule(image_size=16, channels=1))  # a second evaluation: cached classifier and stats
-    second.compute(second.features(_Samples(test_images), 300))
+    second.compute(second.features(_Samples(test_images), 300), "test")
     assert sum(calls) == 300
     p = protocol["classifier"]
     assert (p["n_real"], p["n_fake"], p["reference_split"]) == (359, 300, "test")

@@ -1,5 +1,6 @@
 """ModelCheckpoint whose monitored metric defaults to a sample-quality metric (GANs) or the model's own."""
 
+import logging
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -9,12 +10,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from genlab.callbacks.metrics import SampleQuality
 from genlab.runs import write_best_record
 
+log = logging.getLogger(__name__)
+
 
 class Checkpoint(ModelCheckpoint):
     """The best checkpoint(s) by `monitor`. With `monitor: null` it asks a `SampleQuality` callback first (GANs:
     `val/cfid` on labelled data, `val/fid` with Inception weights), else takes the model's `monitor` and
-    `monitor_mode` (e.g. `val/nelbo` for the VAE). Each time the best changes, `best.json` in `dirpath` records it:
-    that record is what `ckpt=best` means to every entry point (`genlab.runs.find_checkpoint`)."""
+    `monitor_mode` (e.g. `val/nelbo` for the VAE).
+
+    What it chose is recorded in its state (`best_model_path`) and, each time the best changes, in `best.json` in
+    `dirpath`: that record is what `ckpt=best` means to every entry point (`genlab.runs.find_checkpoint`). Nothing
+    is recorded when the monitored metric was never logged (no validation images, or no evaluation ran), and then
+    `best` falls back to `last.ckpt`, as one log line says.
+    """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.monitor is None:
@@ -27,6 +35,15 @@ class Checkpoint(ModelCheckpoint):
             if self.monitor is not None:
                 self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
         super().setup(trainer, pl_module, stage)
+        self._said_fallback = False
+        no_val = getattr(trainer.datamodule, "data_val", True) is None
+        if stage == "fit" and self.monitor is not None and no_val and trainer.is_global_zero:
+            self._said_fallback = True
+            log.info(
+                "data.val_fraction=0: no validation images, so no %s (no val/* metrics, sample quality included) "
+                "to choose the best checkpoint by: `best` falls back to last.ckpt",
+                self.monitor,
+            )
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
         # A quality metric computed every k epochs is absent until its first evaluation: nothing to rank yet.
@@ -39,3 +56,10 @@ class Checkpoint(ModelCheckpoint):
         if trainer.is_global_zero and filepath == self.best_model_path:
             score = None if self.best_model_score is None else float(self.best_model_score)
             write_best_record(Path(filepath).parent, Path(filepath), self.monitor, score, trainer.current_epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.monitor is not None and not self.best_model_path and not self._said_fallback and trainer.is_global_zero:
+            log.info(
+                "no %s was logged during training (no evaluation ran): `best` falls back to last.ckpt", self.monitor
+            )

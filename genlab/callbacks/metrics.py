@@ -29,13 +29,19 @@ def gather_rows(pl_module: L.LightningModule, rows: Tensor, max_rows: int) -> Te
 
 
 class SampleQuality(L.Callback):
-    """Logs `val/<key>` every `every_n_epochs` epochs (and at the last) and `test/<key>` at test, from
-    `n_samples` generated images in total across ranks, under no_grad in the model's eval mode (`model.sample`).
+    """Logs `val/<key>` every `every_n_epochs` epochs and at the end of training (by `max_epochs` or
+    `max_steps`), and `test/<key>` at test, from `n_samples` generated images in total across ranks, under
+    no_grad in the model's eval mode (`model.sample`).
+
+    `val/*` compare the samples with the validation images (held out of the training file, or the official
+    validation split), `test/*` with the test split: the checkpoint is chosen on one and reported on the other.
+    Without validation images (`data.val_fraction=0`) there are no `val/*` metrics. A model whose samples are
+    not meaningful yet (`can_sample` False, e.g. a VQ-VAE without a prior) is not scored.
 
     With `select_best` (auto: models with a `discriminator`), the best checkpoint is chosen by the headline
     quality metric (`val/cfid` on labelled data, `val/fid` with Inception weights): see `Checkpoint`.
-    KID uses `kid_subsets` subsets here (evaluate: 100). Each evaluation is also appended, with its protocol,
-    to `record_path` (JSON lines).
+    KID uses `kid_subsets` subsets here (evaluate: 100). Each evaluation is also appended, with its protocol
+    (which reference, how many images), to `record_path` (JSON lines).
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class SampleQuality(L.Callback):
         self.record_path = Path(record_path) if record_path else None
         self._ready = False
         self._last_epoch = -1
+        self._said_cannot_sample = False
 
     def prepare(self, trainer: L.Trainer) -> None:
         """Classifier and reference features: built by rank 0 first (they are cached on disk), then the others."""
@@ -78,25 +85,39 @@ class SampleQuality(L.Callback):
         self.prepare(trainer)
 
     def _due(self, trainer: L.Trainer) -> bool:
+        """Every `every_n_epochs` epochs, and at the last epoch of the fit, once per epoch."""
         epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        return self._last_epoch != epoch and ((epoch + 1) % self.every_n_epochs == 0 or last)
+        return self._last_epoch != epoch and ((epoch + 1) % self.every_n_epochs == 0 or last_epoch_of_fit(trainer))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self._due(trainer):
             self._evaluate(trainer, pl_module, "val")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._due(trainer):  # no validation loop ran this epoch
+        if self._due(trainer):  # no validation loop ran this epoch (or the fit stopped by max_steps mid-epoch)
             self._evaluate(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._evaluate(trainer, pl_module, "test")
 
+    def _scorable(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> bool:
+        if not self.metrics.extractors or not self.metrics.has_reference(split):
+            return False
+        if getattr(pl_module, "can_sample", True):
+            return True
+        if not self._said_cannot_sample and trainer.is_global_zero:
+            self._said_cannot_sample = True
+            log.info(
+                f"{type(pl_module).__name__}.can_sample is False (e.g. a VQ-VAE without a prior decodes uniform "
+                f"random codes): its samples are not scored, no val/* or test/* sample-quality metrics"
+            )
+        return False
+
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> None:
-        if not self.metrics.extractors:
+        if split == "val":
+            self._last_epoch = trainer.current_epoch
+        if not self._scorable(trainer, pl_module, split):
             return
-        self._last_epoch = trainer.current_epoch if split == "val" else self._last_epoch
         world, rank = trainer.world_size, trainer.global_rank
         count, offset = rank_share(self.n_samples, world, rank)
         cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
@@ -106,10 +127,19 @@ class SampleQuality(L.Callback):
         if world > 1:
             max_rows = rank_share(self.n_samples, world, 0)[0]
             fake = {name: {k: gather_rows(pl_module, v, max_rows) for k, v in f.items()} for name, f in fake.items()}
-        values, protocols = self.metrics.compute(fake, kid_subsets=self.kid_subsets)
+        values, protocols = self.metrics.compute(fake, split, kid_subsets=self.kid_subsets)
         pl_module.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False)
         if trainer.is_global_zero and self.record_path is not None:
             record = {"split": split, "epoch": trainer.current_epoch, "step": trainer.global_step, **values}
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             with self.record_path.open("a") as f:
                 f.write(json.dumps({**record, "protocol": protocols}) + "\n")
+
+
+def last_epoch_of_fit(trainer: L.Trainer) -> bool:
+    """Whether the fit ends after this epoch: `max_epochs` reached, `max_steps` reached, or a stop requested
+    (`should_stop`: how a GAN ends at its budget of generator steps, or early stopping). `max_epochs=-1`
+    (train by steps) never ends by epochs."""
+    by_epochs = (trainer.max_epochs or 0) > 0 and trainer.current_epoch + 1 >= trainer.max_epochs
+    by_steps = (trainer.max_steps or 0) > 0 and trainer.global_step >= trainer.max_steps
+    return by_epochs or by_steps or bool(trainer.should_stop)

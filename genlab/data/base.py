@@ -90,11 +90,13 @@ def seeded_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 class GenDataModule(L.LightningDataModule, ABC):
     """Base datamodule: validation split, `subset`, loaders, and the size/label attributes models need.
 
-    Subclasses implement `load(split)` for split in {"train", "test"} (and may return "val" via
-    `official_val`), returning a dataset of uint8 images with `select(indices)`.
+    Subclasses implement `read(split)` for each split in `splits` (the splits on disk: "train" and "test", and
+    "val" for datasets with an official validation split), returning a dataset of uint8 images with
+    `select(indices)`. `load(split)` refuses any other split name. `reference(split)` gives the real images
+    metrics compare against: "val" (what chooses the best checkpoint) and "test" (what is reported).
     """
 
-    official_val = False  # datasets with their own validation split set this and load("val")
+    splits: tuple[str, ...] = ("train", "test")  # datasets with an official validation split add "val"
 
     def __init__(
         self,
@@ -128,18 +130,59 @@ class GenDataModule(L.LightningDataModule, ABC):
         self.val_fraction, self.subset, self.split_seed = val_fraction, subset, split_seed
         self.data_train = self.data_val = self.data_test = None
 
-    @abstractmethod
+    @property
+    def official_val(self) -> bool:
+        return "val" in self.splits
+
     def load(self, split: str) -> Dataset:
-        """The full `split` ("train", "test", or "val" when `official_val`) as a dataset with `select`."""
+        """The whole `split` as stored on disk (one of `splits`), as a dataset with `select`."""
+        if split not in self.splits:
+            raise ConfigError(
+                f"split {split!r} is not on disk for {type(self).__name__}; expected one of: "
+                f"{', '.join(map(repr, self.splits))} (the validation images held out of the training file are "
+                f"reference('val'), or data_val after setup)"
+            )
+        return self.read(split)
+
+    @abstractmethod
+    def read(self, split: str) -> Dataset:
+        """The whole `split` (one of `splits`): called by `load`, which has checked the name."""
+
+    def _train_val(self, pool: Dataset) -> tuple[Tensor, Dataset | None]:
+        """(indices of `pool` kept for training, the validation dataset or None) before `subset`."""
+        if self.official_val:
+            return torch.arange(len(pool)), self.load("val")
+        train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
+        return train_idx, pool.select(val_idx) if len(val_idx) else None
+
+    @property
+    def holdout(self) -> dict:
+        """What divides the training file into training and validation images (part of cache keys)."""
+        if self.official_val:
+            return {"val": "official"}
+        return {"val_fraction": self.val_fraction, "split_seed": self.split_seed}
+
+    def reference(self, split: str) -> Dataset | None:
+        """Real images that metrics compare against, never trained on: "val" (held out of the training file,
+        or the official validation split; None when `val_fraction` is 0) chooses the best checkpoint, "test"
+        (the test split) gives the reported figures."""
+        if split == "test":
+            return self.load("test")
+        if split == "val":
+            self.setup("fit")
+            return self.data_val
+        raise ConfigError(f"reference split {split!r} is not supported; expected one of: 'val', 'test'")
+
+    def train_pool(self) -> Dataset:
+        """The training file minus the validation images, all of them whatever `subset` says: what the
+        dataset classifier learns from."""
+        pool = self.load("train")
+        return pool.select(self._train_val(pool)[0])
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is None:
             pool = self.load("train")
-            if self.official_val:
-                train_idx, self.data_val = torch.arange(len(pool)), self.load("val")
-            else:
-                train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
-                self.data_val = pool.select(val_idx) if len(val_idx) else None
+            train_idx, self.data_val = self._train_val(pool)
             if self.subset is not None:
                 if self.subset > len(train_idx):
                     raise ConfigError(

@@ -16,7 +16,7 @@ class DigitsDataModule(GenDataModule):
         self.test_fraction = test_fraction
         self._all: ImageTensorDataset | None = None
 
-    def load(self, split: str) -> ImageTensorDataset:
+    def read(self, split: str) -> ImageTensorDataset:
         if self._all is None:
             digits = load_digits()
             pixels = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round()  # (N, 8, 8) in [0, 16]

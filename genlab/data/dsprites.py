@@ -62,7 +62,7 @@ class DSpritesDataModule(GenDataModule):
             f"or run online with data.download=true."
         )
 
-    def load(self, split: str) -> ImageTensorDataset:
+    def read(self, split: str) -> ImageTensorDataset:
         if self._all is None:
             self.prepare_data()
             with np.load(self.path) as npz:

@@ -94,7 +94,7 @@ class CelebADataModule(GenDataModule):
     download code (Google Drive) is used only when those files are missing and `download` is true.
     """
 
-    official_val = True
+    splits = ("train", "val", "test")
     REQUIRED = ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt")
     PARTITION = {"train": "0", "val": "1", "test": "2"}
 
@@ -135,7 +135,7 @@ class CelebADataModule(GenDataModule):
         rows = rows[2:] if header else rows
         return columns, {row[0]: row[1:] for row in rows if row}
 
-    def load(self, split: str) -> ImageFileDataset:
+    def read(self, split: str) -> ImageFileDataset:
         self.prepare_data()
         _, partition = self._table("list_eval_partition.txt", header=False)
         names = sorted(n for n, (p, *_) in partition.items() if p == self.PARTITION[split])
@@ -199,7 +199,7 @@ class ImageFolderDataModule(GenDataModule):
             labels = [-1] * len(files)
         return files, torch.tensor(labels, dtype=torch.long), classes
 
-    def load(self, split: str) -> ImageFileDataset:
+    def read(self, split: str) -> ImageFileDataset:
         if self._split is None:
             files, labels, classes = self._scan()
             if self.num_classes not in (0, len(classes)):

@@ -167,7 +167,7 @@ class TorchvisionDataModule(GenDataModule):
         labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
         return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
-    def load(self, split: str) -> ImageTensorDataset:
+    def read(self, split: str) -> ImageTensorDataset:
         images, labels = self._read(train=split == "train")
         images = convert_channels(resize_uint8(images, self.image_size), self.channels)
         return ImageTensorDataset(images, labels.long())

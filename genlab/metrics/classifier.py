@@ -92,16 +92,19 @@ def accuracy(net: Classifier, images: Tensor, labels: Tensor, batch_size: int = 
 def cached_classifier(
     dataset_key: str, datamodule, cache_dir: str | Path, settings: ClassifierSettings
 ) -> tuple[Classifier, dict]:
-    """The classifier for `datamodule` (trained on its full training split, tested on its test split).
+    """The classifier for `datamodule`, trained on its training images only (the training file minus the
+    validation images: `datamodule.train_pool()`), never on validation or test images; tested on the test split.
 
-    Cached under `<cache_dir>/classifiers/`, keyed by `dataset_key` and `settings`. Returns (net in eval mode,
-    info: test accuracy, cache file, hash of the weights).
+    Cached under `<cache_dir>/classifiers/`, keyed by `dataset_key`, the hold-out of the validation images and
+    `settings`. Returns (net in eval mode, info: test accuracy, cache file, hash of the weights).
     """
-    key = digest({"dataset": dataset_key, **asdict(settings)})
+    key = digest({"dataset": dataset_key, "trained_on": "train minus val", **datamodule.holdout, **asdict(settings)})
     path = Path(cache_dir) / "classifiers" / f"{dataset_key.split('|')[0]}-{key}.pt"
     stored = load_file(path)
     if stored is None:
-        (x_train, y_train), (x_test, y_test) = (split_tensors(datamodule.load(s)) for s in ("train", "test"))
+        (x_train, y_train), (x_test, y_test) = (
+            split_tensors(d) for d in (datamodule.train_pool(), datamodule.load("test"))
+        )
         start = time.perf_counter()
         net = train_classifier(x_train, y_train.long(), datamodule.num_classes, settings)
         acc = accuracy(net, x_test, y_test.long())
@@ -115,6 +118,7 @@ def cached_classifier(
         stored = {
             "state_dict": net.state_dict(),
             "test_acc": acc,
+            "n_train": len(x_train),
             "channels": x_train.shape[1],
             "num_classes": datamodule.num_classes,
             "settings": asdict(settings),
@@ -123,4 +127,5 @@ def cached_classifier(
     net = Classifier(stored["channels"], stored["num_classes"], settings.width, settings.feature_dim)
     net.load_state_dict(stored["state_dict"])
     net.eval().requires_grad_(False)
-    return net, {"test_acc": stored["test_acc"], "path": str(path), "weights_hash": weights_hash(stored["state_dict"])}
+    info = {"test_acc": stored["test_acc"], "n_train": stored.get("n_train"), "path": str(path)}
+    return net, {**info, "weights_hash": weights_hash(stored["state_dict"])}

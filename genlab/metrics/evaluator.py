@@ -1,6 +1,7 @@
 """Sample quality of a generative model against a dataset: extractors, cached references, metrics, protocol."""
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -24,16 +25,17 @@ def is_labelled(datamodule) -> bool:
 
 
 class QualityMetrics:
-    """Classifier metrics on labelled data and Inception FID/KID where weights exist.
+    """Classifier metrics on labelled data and Inception FID/KID where weights exist, against two references.
 
-    `setup(datamodule)` trains or loads the cached classifier and the cached reference features; then
-    `features(model, n)` embeds generated samples and `compute(fake)` returns (metrics, protocol) per set.
+    `setup(datamodule, splits)` trains or loads the cached classifier and the cached reference features of each
+    split: "val" (images held out of the training file, or the official validation split: `val/*` and the
+    choice of the best checkpoint) and "test" (the test split: `test/*` and `genlab.evaluate`). Then
+    `features(model, n)` embeds generated samples and `compute(fake, split)` returns (metrics, protocol) per set.
     """
 
     def __init__(
         self,
         cache_dir: str,
-        reference_split: str = "test",
         classifier: bool = True,
         classifier_settings: dict | None = None,
         inception: bool = True,
@@ -44,18 +46,33 @@ class QualityMetrics:
         kid_subsets: int = 100,
         pr_k: int = 3,
     ) -> None:
-        self.cache_dir, self.reference_split, self.batch_size = Path(cache_dir), reference_split, batch_size
+        self.cache_dir, self.batch_size = Path(cache_dir), batch_size
         self.use_classifier, self.use_inception = classifier, inception
         self.classifier_settings = ClassifierSettings(**(classifier_settings or {}))
         self.inception_weights, self.inception_download = inception_weights, inception_download
         self.kid_subset_size, self.kid_subsets, self.pr_k = kid_subset_size, kid_subsets, pr_k
         self.extractors: dict[str, Extractor] = {}
-        self.references: dict[str, dict[str, Tensor]] = {}
+        self.references: dict[str, dict[str, dict[str, Tensor]]] = {}  # split -> extractor -> features
+        self.reference_info: dict[str, dict] = {}  # split -> what the reference is (protocol)
         self.info: dict[str, object] = {}
 
-    def setup(self, datamodule) -> None:
-        if self.extractors:
-            return
+    def setup(self, datamodule, splits: Sequence[str] = ("val", "test")) -> None:
+        """Extractors (once), then the reference features of each of `splits` not set up yet. A "val" split
+        without images (`data.val_fraction=0`) has no reference: `has_reference("val")` is then False."""
+        if not self.extractors:
+            self._setup_extractors(datamodule)
+        for split in splits:
+            if split in self.reference_info or not self.extractors:
+                continue
+            real = datamodule.reference(split)
+            self.reference_info[split] = describe_reference(datamodule, split, real)
+            if real is not None:
+                self.references[split] = {
+                    name: reference_features(self.cache_dir, datamodule, split, extractor)
+                    for name, extractor in self.extractors.items()
+                }
+
+    def _setup_extractors(self, datamodule) -> None:
         if self.use_classifier and is_labelled(datamodule):
             key = dataset_key(datamodule)
             net, info = cached_classifier(key, datamodule, self.cache_dir, self.classifier_settings)
@@ -63,12 +80,14 @@ class QualityMetrics:
                 net, f"classifier-{key.split('|')[0]}", info["weights_hash"]
             )
             self.info[keys.CLASSIFIER_ACC] = info["test_acc"]
+            self.info["classifier_n_train"] = info["n_train"]
         if self.use_inception:
             inception = load_inception(self.inception_weights, self.cache_dir, self.inception_download)
             if inception is not None:
                 self.extractors["inception"] = inception
-        for name, extractor in self.extractors.items():
-            self.references[name] = reference_features(self.cache_dir, datamodule, self.reference_split, extractor)
+
+    def has_reference(self, split: str) -> bool:
+        return split in self.references
 
     @property
     def monitor(self) -> str | None:
@@ -81,9 +100,12 @@ class QualityMetrics:
         return {name: extract(ex, batches) for name, ex in self.extractors.items()}
 
     def compute(
-        self, fake: dict[str, dict[str, Tensor]], kid_subsets: int | None = None
+        self, fake: dict[str, dict[str, Tensor]], split: str, kid_subsets: int | None = None
     ) -> tuple[dict[str, float], dict[str, dict]]:
-        """(metrics by key, protocol by extractor set) for the features of generated samples."""
+        """(metrics by key, protocol by extractor set) for the features of generated samples against the
+        reference of `split` ("val" or "test", set up by `setup`)."""
+        if split not in self.references:
+            raise ValueError(f"no {split!r} reference was set up; expected one of: {sorted(self.references)}")
         metrics: dict[str, float] = {}
         protocols: dict[str, dict] = {}
         kid = {"kid_subset_size": self.kid_subset_size, "kid_subsets": kid_subsets or self.kid_subsets}
@@ -92,16 +114,31 @@ class QualityMetrics:
                 # a diverged model: its metrics are meaningless, and some torch kernels crash on NaN input
                 log.warning("Generated samples give non-finite %s features: %s metrics skipped", name, name)
                 continue
-            real = self.references[name]
+            real = self.references[split][name]
             options = {**kid, "pr_k": self.pr_k} if name == "classifier" else kid
             metrics.update(METRIC_SETS[name](real, feats, **options))
-            extra = {keys.CLASSIFIER_ACC: self.info.get(keys.CLASSIFIER_ACC)} if name == "classifier" else {}
+            extra = (
+                {k: self.info.get(k) for k in (keys.CLASSIFIER_ACC, "classifier_n_train")}
+                if name == "classifier"
+                else {}
+            )
             protocols[name] = protocol(
                 len(real["features"]),
                 len(feats["features"]),
-                self.reference_split,
+                split,
                 self.extractors[name],
                 **options,
                 **extra,
+                reference=self.reference_info[split],
             )
         return metrics, protocols
+
+
+def describe_reference(datamodule, split: str, real) -> dict:
+    """What a reference is, for the protocol: its split, where its images come from, how many there are."""
+    n = 0 if real is None else len(real)
+    if split == "test":
+        return {"split": "test", "source": "the test split", "n_images": n}
+    if datamodule.official_val:
+        return {"split": "val", "source": "the official validation split", "n_images": n}
+    return {"split": "val", "source": "held out of the training file", "n_images": n, **datamodule.holdout}

@@ -1,4 +1,7 @@
-"""Reference features of real images, computed once per (dataset, split, extractor, image size) and cached."""
+"""Reference features of real images, computed once per (dataset, split, extractor, image size) and cached.
+
+Two references: "val" (images held out of the training file, or the official validation split) for `val/*` and
+the choice of the best checkpoint, "test" (the test split) for `test/*` and `genlab.evaluate`."""
 
 import logging
 from pathlib import Path
@@ -13,23 +16,31 @@ from genlab.utils.images import uint8_to_model
 log = logging.getLogger(__name__)
 
 
+def split_key(datamodule, split: str) -> dict:
+    """What defines `split` beyond the dataset: the validation images depend on the hold-out of the training file."""
+    return {"split": split, **(datamodule.holdout if split == "val" else {})}
+
+
 def reference_path(cache_dir: str | Path, datamodule, split: str, extractor: Extractor) -> Path:
     key = dataset_key(datamodule)
-    ident = digest({"dataset": key, "split": split, "extractor": extractor.name, "weights": extractor.weights_hash})
+    ident = digest(
+        {"dataset": key, **split_key(datamodule, split), "extractor": extractor.name, "weights": extractor.weights_hash}
+    )
     return Path(cache_dir) / "reference" / f"{key.split('|')[0]}-{split}-{extractor.name}-{ident}.pt"
 
 
 def reference_features(
     cache_dir: str | Path, datamodule, split: str, extractor: Extractor, batch_size: int = 500
 ) -> dict[str, Tensor]:
-    """Features (`features`, `probs` for classifiers), their `mean`/`cov` and `labels` of the real `split`.
+    """Features (`features`, `probs` for classifiers), their `mean`/`cov` and `labels` of the real `split`
+    ("val" or "test": `datamodule.reference(split)`, which must exist).
 
     Read from `<cache_dir>/reference/` when there; otherwise computed (the extractor runs) and cached.
     """
     path = reference_path(cache_dir, datamodule, split, extractor)
     stored = load_file(path)
     if stored is None:
-        images, labels = split_tensors(datamodule.load(split))
+        images, labels = split_tensors(datamodule.reference(split))
         stored = extract(extractor, (uint8_to_model(x) for x in images.split(batch_size)))
         stored["mean"], stored["cov"] = mean_cov(stored["features"])
         stored["labels"] = labels

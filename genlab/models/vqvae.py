@@ -26,9 +26,10 @@ class VQVAE(SplitSteps, GenerativeModule):
     The latent is the code grid `[B, h, w]` (`latent_shape`); `decode` takes it. `encode(x)` gives the quantised
     vectors flattened, `[B, code_dim * h * w]` (= `latent_dim`), and `codes(x)` the grid of indices.
     Generation needs a prior over code grids (`genlab.prior`, then `set_prior`). Without one `sample(n)` decodes
-    uniformly random codes (noise, with a warning), and the training grid (`fixed_inputs`) decodes the codes of
-    the first validation images, i.e. it shows reconstructions until a prior is fitted; with a prior it shows
-    prior samples drawn from a fixed seed. The best checkpoint is chosen by `val/loss` (the base's monitor).
+    uniformly random codes (noise, with a warning; `can_sample` is False, so no sample-quality metrics), and the
+    training grid (`fixed_inputs`) decodes the codes of the first validation images, i.e. it shows
+    reconstructions until a prior is fitted; with a prior it shows prior samples drawn from a fixed seed. The best
+    checkpoint is chosen by `val/loss` (the base's monitor).
     """
 
     def __init__(
@@ -58,6 +59,12 @@ class VQVAE(SplitSteps, GenerativeModule):
     @property
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
+
+    @property
+    def can_sample(self) -> bool:
+        """Whether `sample` draws from a fitted prior. Without one it decodes uniform random codes: noise that
+        sample-quality metrics do not score (`SampleQuality` checks this)."""
+        return self.prior is not None
 
     def set_prior(self, prior: nn.Module | None) -> None:
         """Use `prior` (with `sample(n, generator) -> [n, h, w]` codes) for `sample` and the grids."""

@@ -28,28 +28,32 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     n = cfg.n_samples or cfg.metrics.eval_n_samples
     values: dict[str, float] = {}
     protocol: dict[str, object] = {"checkpoint": str(ckpt), "dataset": dataset_key(datamodule), "n_samples": n}
-    if run.prior:
-        protocol["prior"] = run.prior
+    if hasattr(model, "set_prior"):
+        protocol["prior"] = run.prior or "none (uniform codes)"
+    # a VQ-VAE without a prior decodes uniform codes: scored only when asked for by name (prior=none)
+    scored = getattr(model, "can_sample", True) or cfg.get("prior") == "none"
+    if not scored:
+        log.warning("%s has no fitted prior: no sample-quality metrics (fit one with genlab.prior)", ckpt)
 
     quality = instantiate(cfg.metrics.quality, inception=cfg.metrics.inception_in_evaluate)
-    quality.setup(datamodule)
-    if quality.extractors:
+    quality.setup(datamodule, splits=("test",))  # reported figures: the test split, never the validation one
+    if quality.extractors and scored:
         fake = quality.features(model, n)
-        metrics, protocols = quality.compute(fake)
+        metrics, protocols = quality.compute(fake, "test")
         values.update(metrics)
         protocol.update(protocols)
         if keys.CLASSIFIER_ACC in quality.info:
             values[keys.CLASSIFIER_ACC] = quality.info[keys.CLASSIFIER_ACC]
 
-    images, labels = split_tensors(datamodule.load(cfg.metrics.reference_split))
+    images, labels = split_tensors(datamodule.reference("test"))
     batches = [uint8_to_model(x) for x in images.split(cfg.metrics.quality.batch_size)]
     if hasattr(model, "reconstruct"):
         values.update(reconstruction_metrics(model, batches))
-        protocol["reconstruction"] = {"split": cfg.metrics.reference_split, "n": len(images), "scale": "[0, 1]"}
+        protocol["reconstruction"] = {"split": "test", "n": len(images), "scale": "[0, 1]"}
     if hasattr(model, "posterior") and hasattr(model, "decoder"):
         values.update(vae_likelihood(model, batches, k=cfg.metrics.iwae_k))
         protocol["likelihood"] = {
-            "split": cfg.metrics.reference_split,
+            "split": "test",
             "n": len(images),
             "iwae_k": cfg.metrics.iwae_k,
             "units": "nats per image",
