@@ -126,10 +126,16 @@ def saved_path(run_dir: Path, name: str) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prior")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from genlab.utils.runner import run_task
 
     run_task(fit_prior, cfg)
+
+
+def main() -> None:
+    from genlab.utils.runner import run_main
+
+    run_main(_hydra_main)
 
 
 if __name__ == "__main__":
