@@ -27,9 +27,9 @@ def contents(folder: Path) -> dict[str, bytes | None]:
 
 def someones_folder(folder: Path) -> dict[str, bytes | None]:
     """A folder of someone else's that holds only log files (what the old clean-up took for an unstarted run)."""
-    (folder / "old").mkdir(parents=True)
+    folder.mkdir(parents=True)
     (folder / "their.log").write_text("a log genlab did not write\n")
-    (folder / "old" / "older.log").write_text("another\n")
+    (folder / "older.log").write_text("another\n")
     return contents(folder)
 
 
