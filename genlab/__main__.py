@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
-from genlab.utils.runner import exit_code, resume_argv, run_task
+from genlab.utils.runner import resume_argv, run_main, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -20,8 +20,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point: `resume=<run dir>` becomes that run's saved overrides, then Hydra runs the task."""
     sys.argv = resume_argv(sys.argv)
-    _hydra_main()
-    sys.exit(exit_code())
+    run_main(_hydra_main)
 
 
 if __name__ == "__main__":

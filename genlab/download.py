@@ -4,15 +4,19 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
-from genlab.utils.runner import run_task
+from genlab.utils.runner import run_main, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="download")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from genlab.tasks.download import download
 
     print(f"genlab.download: datasets into {cfg.paths.data_dir}, weights into {cfg.paths.cache_dir}")
     run_task(download, cfg)
+
+
+def main() -> None:
+    run_main(_hydra_main)
 
 
 if __name__ == "__main__":

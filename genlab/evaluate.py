@@ -4,14 +4,18 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
-from genlab.utils.runner import run_task
+from genlab.utils.runner import run_main, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from genlab.tasks.evaluate import evaluate
 
     run_task(evaluate, cfg)
+
+
+def main() -> None:
+    run_main(_hydra_main)
 
 
 if __name__ == "__main__":

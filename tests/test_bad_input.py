@@ -3,6 +3,7 @@ no run dir left behind and no existing output modified. Most kinds are checked i
 path as the CLI (preflight, then the train task); a few end to end to check the exit status and stderr."""
 
 import gzip
+import os
 import shutil
 import socket
 import subprocess
@@ -105,6 +106,20 @@ CONFIG_CASES = {
         "dataset (digits, mnist, fashion_mnist, cifar10, celeba with data.attribute=..., or image_folder with "
         "class subfolders)",
     ),
+    "max_epochs negative": (
+        ["trainer.max_epochs=-5"],
+        "trainer.max_epochs=-5 is invalid; expected an integer >= 0, -1 (no limit) or null",
+    ),
+    "limit_val_batches 1.5": (
+        ["trainer.limit_val_batches=1.5"],
+        "trainer.limit_val_batches=1.5 is invalid; expected a fraction of the batches in [0.0, 1.0] or a whole "
+        "number of batches",
+    ),
+    "value only Lightning's Trainer checks": (
+        ["trainer.val_check_interval=1.5"],
+        "trainer config: You have passed invalid value 1.5 for val_check_interval, it has to be in [0.0, 1.0] or "
+        "an int.",
+    ),
     "model constructor rejects": (
         ["model.loss=hinge2"],
         "model.loss='hinge2' is not supported; expected one of: 'bce', 'least_squares', 'hinge', 'wasserstein', "
@@ -117,6 +132,12 @@ CONFIG_CASES = {
 def test_bad_config_value(tmp_path, case):
     overrides, message = CONFIG_CASES[case]
     assert reject(tmp_path, *overrides) == message
+
+
+def test_lightning_misconfiguration_outside_trainer_construction_is_not_blamed_on_the_user():
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    assert user_error(MisconfigurationException("a bug in how genlab calls Lightning")) is None
 
 
 @pytest.mark.parametrize(
@@ -288,6 +309,7 @@ def one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
     [
         (["model=vae", "model.lr=0"], "model.lr=0 is invalid; expected a number > 0"),  # rejected before Hydra's job
         (["model=gan", "data.subset=1"], CONFIG_CASES["too small to train"][1]),  # rejected inside the job
+        (["trainer.max_epochs=-5"], CONFIG_CASES["max_epochs negative"][1]),
     ],
 )
 def test_cli_rejects_with_one_line_and_leaves_no_run_dir(tmp_path, args, message):
@@ -301,6 +323,7 @@ def test_cli_sweep_reports_a_bad_job_and_runs_the_others(tmp_path):
     proc = genlab(tmp_path, "-m", *TINY_VAE, "model.lr=0,0.001", "debug=fast", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 1
     assert "genlab: error: job 0: model.lr=0 is invalid; expected a number > 0" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "genlab: 1 of 2 jobs failed: 0"
     assert not (sweep / "0").exists() and (sweep / "1" / "metrics.json").is_file()
 
 
@@ -312,6 +335,20 @@ def test_cli_output_dir_that_cannot_be_written(tmp_path):
         f"hydra.run.dir={tmp_path / 'afile' / 'run'} cannot be created: {tmp_path / 'afile'} is a file; expected a "
         f"writable directory",
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_cli_output_dir_that_the_system_refuses(tmp_path):
+    """/proc takes no new folders, even where its permission bits say it is writable (as root)."""
+    proc = genlab(tmp_path, "debug=fast", "hydra.run.dir=/proc/nope")
+    if os.access("/proc", os.W_OK | os.X_OK):
+        reason = "/proc does not take new folders (No such file or directory)"
+        one_line_error(proc, f"hydra.run.dir=/proc/nope cannot be created: {reason}; expected a writable directory")
+    else:
+        one_line_error(
+            proc, "hydra.run.dir=/proc/nope cannot be written: /proc is not writable; expected a writable directory"
+        )
+    assert not Path("/proc/nope").exists()
 
 
 def test_cli_resume_of_a_run_dir_that_does_not_exist(tmp_path):

@@ -175,3 +175,56 @@ def test_download_reports_each_item_and_fails_cleanly_offline(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert "ok      dataset digits" in out and "FAILED  dataset mnist" in out
     assert f"FAILED  inception weights: could not download the InceptionV3 weights to {tmp_path / 'cache'}" in out
+
+
+@pytest.fixture(scope="module")
+def acgan_run(tmp_path_factory) -> Path:
+    """A conditional model's run (one short epoch of ACGAN on digits), trained in-process."""
+    from genlab.tasks.train import train
+    from tests.conftest import compose_cfg
+
+    out = tmp_path_factory.mktemp("acgan") / "run"
+    overrides = [*FAST, "model=acgan", "test=false", "trainer.limit_train_batches=2", "callbacks.sample_quality=null"]
+    train(compose_cfg(overrides, output_dir=out))
+    GlobalHydra.instance().clear()
+    return out
+
+
+def sample_cfg(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("sample.yaml", overrides=list(overrides))
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def test_sample_of_a_lone_checkpoint_writes_next_to_it(acgan_run, tmp_path):
+    from genlab.tasks.sample import sample
+
+    lone = tmp_path / "x" / "model.ckpt"
+    lone.parent.mkdir()
+    shutil.copy(acgan_run / "checkpoints" / "last.ckpt", lone)
+    assert sample(sample_cfg(f"ckpt_path={lone}", "n=4")) == tmp_path / "x" / "model-samples"
+    assert (tmp_path / "x" / "model-samples" / "samples.png").is_file()
+    in_run = acgan_run / "checkpoints" / "last.ckpt"  # a checkpoint inside a run dir: the run's generated/
+    assert sample(sample_cfg(f"ckpt_path={in_run}", "n=4")) == acgan_run / "generated"
+    assert sample(sample_cfg(f"run_dir={acgan_run}", "ckpt=last", "n=4")) == acgan_run / "generated"
+
+
+def test_sample_per_class_draws_batch_size_at_a_time(acgan_run, tmp_path, monkeypatch):
+    from genlab.models.base import GenerativeModule
+    from genlab.tasks.sample import sample
+
+    drawn = []
+    original = GenerativeModule.sample
+
+    def spy(self, n, y=None):
+        drawn.append((n, y.unique().tolist()))
+        return original(self, n, y)
+
+    monkeypatch.setattr(GenerativeModule, "sample", spy)
+    cfg = sample_cfg(f"run_dir={acgan_run}", "ckpt=last", "n=5", "batch_size=2", "per_class=true", "format=npz")
+    out = sample(cfg)
+    assert drawn == [(b, [label]) for label in range(10) for b in (2, 2, 1)]
+    for label in range(10):
+        assert np.load(out / f"class_{label}.npz")["x"].shape == (5, 16, 16, 1)

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import os
 import urllib.error
 
 import numpy as np
@@ -11,12 +12,14 @@ import torch
 from torch import nn
 
 from genlab.callbacks.metrics import rank_share
-from genlab.data import DigitsDataModule
+from genlab.data import DigitsDataModule, ImageFolderDataModule
 from genlab.metrics import QualityMetrics, inception, iwae_log_px, keys, reconstruction_metrics, stats
+from genlab.metrics.cache import dataset_key
 from genlab.metrics.features import ClassifierExtractor
 from genlab.metrics.likelihood import elbo, log_normal
 from genlab.metrics.reference import reference_features
 from genlab.utils.images import model_to_extractor
+from tests import data_fixtures as fx
 
 
 def gaussian_features(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
@@ -108,6 +111,25 @@ def test_inception_fid_pipeline_runs_on_a_weights_file(random_inception_weights,
     assert len(extractor.weights_hash) == 12 and extractor.name == "inception-v3-compat-64"
 
 
+def test_inception_runs_on_the_device_of_the_images(random_inception_weights, tmp_path):
+    """Samples generated on a GPU go through Inception there; `meta` stands in for a GPU (shapes, no data)."""
+    extractor = inception.load_inception(str(random_inception_weights), tmp_path, download=False, feature="64")
+    feats = extractor.features(torch.zeros(3, 1, 16, 16, device="meta"))
+    assert feats.shape == (3, 64) and feats.device.type == "meta"
+    assert {p.device.type for p in extractor.net.parameters()} == {"meta"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inception_features_of_gpu_images_match_the_cpu(random_inception_weights, tmp_path):
+    extractor = inception.load_inception(str(random_inception_weights), tmp_path, download=False, feature="64")
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    on_cpu = extractor(images)["features"]
+    on_gpu = extractor(images.cuda())["features"]
+    assert next(extractor.net.parameters()).is_cuda and on_gpu.device.type == "cpu"
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-3)
+
+
 def test_offline_without_weights_skips_and_says_so_once(tmp_path, monkeypatch, caplog):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
@@ -166,6 +188,28 @@ def test_reference_features_are_computed_once_per_dataset(tmp_path, monkeypatch)
     assert metrics[keys.MODES] == 10 and metrics[keys.CFID] < 50 and metrics[keys.PRECISION] > 0.8
     reference = reference_features(tmp_path, dm, "test", second.extractors["classifier"])
     assert reference["features"].shape == (359, 128)
+
+
+@pytest.mark.parametrize("change", [{"split_seed": 1}, {"val_fraction": 0.2}, {"subset": 100}])
+def test_cache_key_changes_with_what_draws_the_splits(change):
+    same = dataset_key(DigitsDataModule(image_size=16, channels=1))
+    assert dataset_key(DigitsDataModule(image_size=16, channels=1)) == same  # one config, one key
+    assert dataset_key(DigitsDataModule(image_size=16, channels=1, **change)) != same
+
+
+def test_image_folder_cache_key_follows_its_files(tmp_path):
+    written = sorted(fx.write_image_folder(tmp_path / "imgs"))
+    key = lambda: dataset_key(ImageFolderDataModule(str(tmp_path / "imgs"), image_size=16, channels=3))  # noqa: E731
+    first = key()
+    assert key() == first
+    fx.write_png(tmp_path / "imgs" / "extra.png", np.zeros((16, 16, 3), np.uint8))  # an image added
+    added = key()
+    assert added != first
+    os.utime(written[0], ns=(1, 1))  # an image touched (same name and size)
+    touched = key()
+    assert touched not in (first, added)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")  # not part of the data
+    assert key() == touched
 
 
 def test_rank_shares_add_up_to_exactly_n():

@@ -133,10 +133,10 @@ def test_a_fitted_gmm_prior_beats_uniform_codes_on_classifier_fid(tmp_path):
     run = open_run(tmp_path)
     quality = QualityMetrics(cache_dir=os.environ["GENLAB_CACHE_DIR"], classifier_settings={"min_steps": 100})
     quality.use_inception = False
-    quality.setup(run.datamodule())
+    quality.setup(run.datamodule(), splits=("test",))
     cfid = {}
     for name, prior in (("gmm", run.model.prior), ("uniform", None)):
         run.model.set_prior(prior)
         torch.manual_seed(0)
-        cfid[name] = quality.compute(quality.features(run.model, 500))[0]["cfid"]
+        cfid[name] = quality.compute(quality.features(run.model, 500), "test")[0]["cfid"]
     assert cfid["gmm"] < 0.5 * cfid["uniform"], cfid

@@ -1,7 +1,9 @@
 """Image files decoded per item: CelebA (official layout) and any image folder."""
 
 import csv
+import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -166,6 +168,17 @@ class ImageFolderDataModule(GenDataModule):
         self.root, self.test_fraction, self.crop = Path(root).expanduser(), test_fraction, crop
         self.strict = strict  # unreadable images: stop (true) or skip them with a warning (false)
         self._split: tuple[ImageFileDataset, ImageFileDataset] | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the image files' relative names, sizes and modification times (cheap: no file is read), so
+        that caches keyed on this folder notice an image added, removed or changed."""
+        h = hashlib.sha256()
+        for folder, _, names in sorted(os.walk(self.root)):
+            for name in sorted(n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES):
+                stat = os.stat(os.path.join(folder, name))
+                rel = os.path.relpath(os.path.join(folder, name), self.root)
+                h.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
 
     def _scan(self) -> tuple[list[Path], Tensor, list[str]]:
         if not self.root.is_dir():

@@ -62,7 +62,9 @@ def load_file(path: Path) -> dict | None:
 
 
 def dataset_key(datamodule) -> str:
-    """`<name>|<hash>` identifying a datamodule's images: class, dataset, source, image size, channels, labels."""
+    """`<name>|<hash>` identifying a datamodule's images and splits: class, dataset, source, image size, channels,
+    labels, how the splits are drawn (`split_seed`, `val_fraction`, `subset`, `test_fraction`) and, for a folder
+    of image files, their names, sizes and modification times (`fingerprint()`)."""
     name = getattr(datamodule, "dataset", None) or type(datamodule).__name__.removesuffix("DataModule").lower()
     fields = {
         "class": type(datamodule).__name__,
@@ -71,9 +73,21 @@ def dataset_key(datamodule) -> str:
         "channels": datamodule.channels,
         "num_classes": datamodule.num_classes,
     }
-    for attr in ("root", "path", "attribute", "factor", "test_fraction", "crop"):
+    for attr in (
+        "root",
+        "path",
+        "attribute",
+        "factor",
+        "test_fraction",
+        "crop",
+        "split_seed",
+        "val_fraction",
+        "subset",
+    ):
         if hasattr(datamodule, attr):
             fields[attr] = str(getattr(datamodule, attr))
+    if hasattr(datamodule, "fingerprint"):
+        fields["files"] = datamodule.fingerprint()
     return f"{name}-{datamodule.image_size}px|{digest(fields)}"
 
 

@@ -54,7 +54,14 @@ class InceptionExtractor:
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> dict[str, Tensor]:
-        return {"features": self.net(model_to_extractor(images)).float().cpu()}
+        return {"features": self.features(images).float().cpu()}
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> Tensor:
+        """Features `[B, D]` on the images' device: the network moves to where the images are (samples on the
+        GPU, cached references read on the CPU); a no-op when it is there already."""
+        self.net.to(images.device)
+        return self.net(model_to_extractor(images))
 
 
 def extract(extractor: Extractor, batches: Iterable[Tensor]) -> dict[str, Tensor]:

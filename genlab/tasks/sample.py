@@ -24,18 +24,37 @@ def sample(cfg: DictConfig) -> Path:
     run = open_run(**run_options(cfg), device=cfg.device)
     model, ckpt = run.model, run.checkpoint
     num_classes = getattr(model, "num_classes", 0) or 0
-    out = Path(cfg.output).expanduser() if cfg.get("output") else ckpt.parent.parent / "generated"
+    out = Path(cfg.output).expanduser() if cfg.get("output") else default_output(Path(ckpt), cfg.get("run_dir"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.per_class and num_classes > 0:
         for label in range(num_classes):
-            y = torch.full((cfg.n,), label, dtype=torch.long, device=model.device)
-            _write(model.sample(cfg.n, y=y).float().cpu(), out, f"class_{label}", cfg)
+            _write(_sample_class(model, label, cfg.n, cfg.batch_size), out, f"class_{label}", cfg)
     else:
         images = torch.cat(list(sample_batches(model, cfg.n, cfg.batch_size))).cpu()
         _write(images, out, "samples", cfg)
     print(f"genlab.sample: {cfg.n} samples{' per class' if cfg.per_class and num_classes else ''} from {ckpt} -> {out}")
     return out
+
+
+def default_output(ckpt: Path, run_dir: str | None = None) -> Path:
+    """Where samples go without `output`: `<run>/generated` for `run_dir` or a checkpoint in a run's checkpoints/
+    folder, else `<checkpoint name>-samples/` next to the checkpoint file."""
+    if run_dir:
+        return Path(run_dir).expanduser() / "generated"
+    if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / ".hydra").is_dir():
+        return ckpt.parent.parent / "generated"
+    return ckpt.parent / f"{ckpt.stem}-samples"
+
+
+@torch.no_grad()
+def _sample_class(model, label: int, n: int, batch_size: int) -> torch.Tensor:
+    """`n` samples `[n, C, H, W]` of class `label`, drawn `batch_size` at a time, on the CPU."""
+    parts = []
+    for start in range(0, n, batch_size):
+        y = torch.full((min(batch_size, n - start),), label, dtype=torch.long, device=model.device)
+        parts.append(model.sample(len(y), y=y).float().cpu())
+    return torch.cat(parts)
 
 
 def _write(images: torch.Tensor, out: Path, name: str, cfg: DictConfig) -> None:

@@ -1,5 +1,6 @@
 """A Hydra callback that rejects a run before Hydra creates its run dir: an output dir that cannot be
-written, or a config value genlab does not accept. Multirun jobs are validated again inside each job."""
+written, or a config value genlab does not accept. Multirun jobs are validated again inside each job. It also
+notes what of the output dir exists, so that a run rejected later removes only what it created."""
 
 import os
 from pathlib import Path
@@ -9,12 +10,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from genlab.errors import ConfigError, GenlabError
+from genlab.utils import outputs
 from genlab.utils.runner import fail
 from genlab.utils.validate import validate_config
 
 
 def check_writable(path: str, key: str) -> None:
-    """Raise a GenlabError unless `path` is, or can be created as, a writable directory."""
+    """Raise a GenlabError unless `path` is, or can be created as, a writable directory. A missing folder is
+    created and removed again to be sure: permission bits do not show a read-only mount or a folder like /proc."""
     target = Path(path).expanduser().absolute()
     existing = next(p for p in (target, *target.parents) if p.exists())
     if not existing.is_dir():
@@ -23,6 +26,19 @@ def check_writable(path: str, key: str) -> None:
         raise GenlabError(
             f"{key}={target} cannot be written: {existing} is not writable; expected a writable directory"
         )
+    if existing == target:
+        return
+    probe = target.relative_to(existing).parts[0]
+    try:
+        (existing / probe).mkdir()
+    except FileExistsError:
+        return  # made meanwhile by someone else: Hydra will use it
+    except OSError as err:
+        raise GenlabError(
+            f"{key}={target} cannot be created: {existing} does not take new folders ({err.strerror}); expected "
+            f"a writable directory"
+        ) from None
+    (existing / probe).rmdir()
 
 
 class Preflight(Callback):
@@ -32,9 +48,14 @@ class Preflight(Callback):
             validate_config(config)
         except (ConfigError, GenlabError) as err:
             fail(str(err))  # SystemExit: Hydra turns a callback's ordinary exceptions into warnings
+        outputs.note_root(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
         except GenlabError as err:
             fail(str(err))
+        outputs.note_root(config.hydra.sweep.dir)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        outputs.note_job(config.hydra.runtime.output_dir)

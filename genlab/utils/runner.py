@@ -3,16 +3,16 @@
 User errors (`GenlabError`, OmegaConf's config errors, an unknown `_target_`) end in one line on stderr and
 exit status 1; a run rejected before it started leaves no run dir behind. Anything else is a programming
 error: its full traceback goes to the run's log file and stderr says where. In a multirun a failed job is
-reported and the sweep goes on (the process still exits non-zero); an interrupted job stops the sweep.
+reported and the sweep goes on; the process then says which jobs failed and exits non-zero (`run_main`). An
+interrupted job stops the sweep.
 """
 
 import logging
-import shutil
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -22,15 +22,29 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genlab.errors import GenlabError, TrainingInterrupted
+from genlab.errors import ConfigError, GenlabError, TrainingInterrupted
+from genlab.utils import outputs
 
 log = logging.getLogger("genlab")
 _failures: list[int] = []  # exit statuses of the failed jobs of this process
+_sweep_jobs: dict[int, bool] = {}  # job number -> succeeded, for the jobs of a multirun
 
 
 def exit_code() -> int:
     """0 if every job of this process succeeded, else the first failure's status."""
     return _failures[0] if _failures else 0
+
+
+def run_main(hydra_main: Callable[[], Any]) -> NoReturn:
+    """Every entry point's `main`: run its `@hydra.main` function, then exit 0 if every job succeeded, else with
+    the first failure's status after one line naming a sweep's failed jobs."""
+    hydra_main()
+    failed = [num for num, ok in _sweep_jobs.items() if not ok]
+    if failed:
+        print(
+            f"genlab: {len(failed)} of {len(_sweep_jobs)} jobs failed: {', '.join(map(str, failed))}", file=sys.stderr
+        )
+    sys.exit(exit_code())
 
 
 def fail(message: str) -> None:
@@ -102,7 +116,20 @@ def user_error(err: BaseException) -> BaseException | None:
         err = err.__cause__
     if isinstance(err, GenlabError | OmegaConfBaseException):
         return err
+    if type(err).__name__ == "MisconfigurationException" and _raised_in_trainer_init(err):
+        return ConfigError(f"trainer config: {err}")  # Lightning's own check of a trainer.* value
     return None
+
+
+def _raised_in_trainer_init(err: BaseException) -> bool:
+    """Whether `err` came from Lightning's `Trainer.__init__` (that is, from the user's trainer.* values)."""
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "__init__" and Path(code.co_filename).match("lightning/pytorch/trainer/trainer.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _message(err: BaseException) -> str:
@@ -117,17 +144,29 @@ def _file_handlers() -> list[logging.FileHandler]:
 
 
 def _remove_unstarted(output_dir: Path) -> bool:
-    """Remove a run dir that the rejected run created and never started (no .hydra/, at most its log file)."""
+    """After a run was rejected before it started (no .hydra/): remove what this process created for it and
+    nothing else (see genlab/utils/outputs.py). A run dir Hydra made goes with the parents it made for it; in a
+    folder that existed only the log files that appeared go. Returns whether the run's log files went."""
     if not output_dir.is_dir() or (output_dir / ".hydra").exists():
         return False
-    if any(p.suffix != ".log" for p in output_dir.iterdir()):
-        return False
-    for handler in _file_handlers():
-        if Path(handler.baseFilename).parent == output_dir:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
-    shutil.rmtree(output_dir)
-    return True
+    handlers = [h for h in _file_handlers() if Path(h.baseFilename).parent == output_dir]
+    logs = {Path(h.baseFilename) for h in handlers}
+    if any(p not in logs for p in output_dir.iterdir() if outputs.created(p)):
+        return False  # the job wrote more than its log: keep it, as a run that started
+    ours = [h for h in handlers if outputs.created(Path(h.baseFilename))]
+    for handler in ours:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        Path(handler.baseFilename).unlink(missing_ok=True)
+    top = outputs.created_top(output_dir)
+    if top is not None:
+        folder = output_dir
+        while not any(folder.iterdir()):  # only folders that are empty now: a concurrent run's stay
+            folder.rmdir()
+            if folder == top:
+                break
+            folder = folder.parent
+    return bool(ours)
 
 
 def _log_traceback(err: BaseException, output_dir: Path) -> Path:
@@ -154,8 +193,10 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     logging.getLogger("lightning.pytorch").handlers.clear()
     hydra_cfg = HydraConfig.get()
     output_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        _sweep_jobs[hydra_cfg.job.num] = False  # until it returns
     try:
-        return task(cfg)
+        result = task(cfg)
     except TrainingInterrupted as err:
         log.error("%s", err)
         print(f"genlab: {err}", file=sys.stderr)
@@ -179,3 +220,6 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if not multirun:
             sys.exit(1)
         return None  # a failed sweep job: report it and let the other jobs run
+    if multirun:
+        _sweep_jobs[hydra_cfg.job.num] = True
+    return result

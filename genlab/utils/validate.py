@@ -48,6 +48,23 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a list of integers >= 1",
     ),
 }
+_BATCHES = (
+    (lambda v: v is None or (_is_number(v) and (0 <= v <= 1 or (v > 1 and v % 1 == 0)))),
+    "a fraction of the batches in [0.0, 1.0] or a whole number of batches",
+)
+# full key -> rule: Lightning's Trainer arguments, refused here before a run dir exists rather than by the Trainer
+PATH_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "trainer.max_epochs": ((lambda v: v is None or (_is_int(v) and v >= -1)), "an integer >= 0, -1 (no limit) or null"),
+    "trainer.max_steps": ((lambda v: _is_int(v) and v >= -1), "an integer >= 0 or -1 (no limit)"),
+    "trainer.min_epochs": ((lambda v: v is None or (_is_int(v) and v >= 0)), "an integer >= 0 or null"),
+    "trainer.min_steps": ((lambda v: v is None or (_is_int(v) and v >= 0)), "an integer >= 0 or null"),
+    "trainer.check_val_every_n_epoch": ((lambda v: v is None or (_is_int(v) and v >= 1)), "an integer >= 1 or null"),
+    "trainer.num_sanity_val_steps": ((lambda v: _is_int(v) and v >= -1), "an integer >= 0 or -1 (all batches)"),
+    "trainer.accumulate_grad_batches": _int(1),
+    "trainer.limit_train_batches": _BATCHES,
+    "trainer.limit_val_batches": _BATCHES,
+    "trainer.limit_test_batches": _BATCHES,
+}
 LR = re.compile(r"^lr(_\w+)?$")  # lr, lr_g, lr_d, lr_e, ...
 LR_RULE = ((lambda v: _is_number(v) and v > 0), "a number > 0")
 
@@ -68,7 +85,7 @@ def validate_config(cfg: DictConfig) -> None:
             if isinstance(value, DictConfig):
                 queue.append((full, value))
                 continue
-            rule = LR_RULE if LR.match(str(key)) else RULES.get(str(key))
+            rule = PATH_RULES.get(full) or (LR_RULE if LR.match(str(key)) else RULES.get(str(key)))
             if rule is not None:
                 _check(full, _plain(node, key), *rule)
         if "_target_" in node:
