@@ -40,7 +40,7 @@ def someones_folder(folder: Path) -> dict[str, bytes | None]:
     "module, args, says",
     [
         ("genlab", [*TOO_SMALL, *FAST, "hydra.run.dir={folder}"], TOO_SMALL_SAYS),
-        ("genlab.prior", ["run_dir={folder}"], "run_dir={folder} has no .hydra/config.yaml"),
+        ("genlab.prior", ["run_dir={folder}"], "run_dir={folder} is not a genlab run directory (no checkpoints/)"),
     ],
 )
 def test_rejected_run_in_an_existing_folder_leaves_it_as_it_was(tmp_path, module, args, says):
