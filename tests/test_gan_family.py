@@ -271,6 +271,29 @@ def test_ranks_draw_different_noise_and_a_rank_draws_the_same_twice():
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
 
 
+def test_after_loading_a_checkpoint_each_rank_draws_the_noise_of_its_position():
+    def model_at(rank: int) -> GAN:
+        torch.manual_seed(7)
+        model = gan()
+        model._trainer = SimpleNamespace(global_rank=rank, current_epoch=1, global_step=0)
+        model.setup("fit")
+        return model
+
+    def draw(model: GAN, checkpoint: dict | None = None) -> torch.Tensor:
+        if checkpoint is not None:
+            model.on_load_checkpoint(checkpoint)
+        model.on_train_batch_start(None, 2)  # epoch 1, batch 2
+        return model.sample_latent(4, model.noise)
+
+    saved, rank0 = {}, model_at(0)
+    rank0.sample_latent(5, rank0.noise)  # rank 0 has drawn some noise before it saves the checkpoint
+    rank0.on_save_checkpoint(saved)
+    resumed = [draw(model_at(rank), saved) for rank in (0, 1)]
+    uninterrupted = [draw(model_at(rank)) for rank in (0, 1)]
+    assert not torch.equal(*resumed)
+    assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted, strict=True))
+
+
 # -- ACGAN and BiGAN -------------------------------------------------------------------------------------
 def two_class_batches(n=64):
     """Class 0: left half bright; class 1: right half bright. `[n, 1, 8, 8]` in [-1, 1], labels `[n]`."""

@@ -127,6 +127,7 @@ class GAN(GenerativeModule):
             self.trainer.fit_loop.epoch_loop.max_steps = -1
 
     def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> int | None:
+        super().on_train_batch_start(batch, batch_idx)  # reseeds the training noise
         if self._max_g_steps is not None and 0 <= self._max_g_steps <= self.steps["g"]:
             self.trainer.should_stop = True
             return -1  # ends the epoch; should_stop ends the fit
@@ -180,8 +181,9 @@ class GAN(GenerativeModule):
 
     # -- the objective ----------------------------------------------------------------------------------
     def _fake(self, n: int) -> tuple[Tensor, Tensor | None]:
-        y = self.sample_labels(n, self.noise)
-        return self.generator(self.sample_latent(n, self.noise), y), y
+        noise = self.step_noise()
+        y = self.sample_labels(n, noise)
+        return self.generator(self.sample_latent(n, noise), y), y
 
     def _noisy(self, x: Tensor) -> Tensor:
         """Instance noise: N(0, sigma^2) added to D's inputs in training, sigma decaying linearly to 0 over G steps."""
