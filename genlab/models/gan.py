@@ -79,6 +79,14 @@ class GAN(GenerativeModule):
             if not lr > 0:
                 raise ConfigError(f"model.{name}={lr} is invalid; expected a learning rate > 0")
         self.objective = make_objective(loss, saturating, clip_value, gp_weight)
+        if loss == "wasserstein_gp" and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
+        ):
+            raise ConfigError(
+                "model.loss=wasserstein_gp needs a critic without BatchNorm (the gradient penalty is taken per sample; "
+                "Gulrajani et al. 2017, sec. 4), but model.discriminator has BatchNorm layers; use "
+                "model.discriminator.norm=layer (model=wgan_gp does)"
+            )
         self.schedule = Schedule(n_critic, n_gen, skip_d_every, d_only_every, g_only_every)
         _check_range("label_smoothing", label_smoothing, 0.0, 1.0)
         _check_range("label_flip", label_flip, 0.0, 1.0, high_closed=True)
