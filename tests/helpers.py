@@ -1,7 +1,10 @@
 """Test-only callbacks, reachable from configs as `+callbacks.<name>._target_=tests.helpers.<Class>`."""
 
+import hashlib
+import json
 import os
 import signal
+from pathlib import Path
 
 import lightning.pytorch as L
 
@@ -47,3 +50,16 @@ class PoisonWeightsAtEpoch(L.Callback):
         if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
             for p in pl_module.parameters():
                 p.data.fill_(float("nan"))
+
+
+class RecordNoise(L.Callback):
+    """After each training batch, appends `[epoch, batch_idx, digest]` to `dirpath/noise_rank<rank>.jsonl`: a
+    digest of the state the model's training noise generator is left in, i.e. of where its stream stood."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        digest = hashlib.sha256(pl_module.noise.get_state().numpy().tobytes()).hexdigest()[:16]
+        with (self.dirpath / f"noise_rank{trainer.global_rank}.jsonl").open("a") as f:
+            f.write(json.dumps([trainer.current_epoch, batch_idx, digest]) + "\n")

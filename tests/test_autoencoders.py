@@ -6,6 +6,8 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
 
 from genlab.errors import ConfigError
 from genlab.models import VAE, VQVAE, Autoencoder
@@ -153,3 +155,21 @@ def test_conv_vae_beta_scales_only_the_kl_term():
     assert torch.allclose(one["recon"], three["recon"]) and torch.allclose(one["kl"], three["kl"])
     assert one["kl"] > 0
     assert (three["loss"] - one["loss"]).item() == pytest.approx(2 * one["kl"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["conv_vae", "conv_autoencoder", "vqvae", "bigan"])
+def test_reconstruct_runs_in_eval_mode_and_restores_each_modules_mode(make_cfg, model_name):
+    model = instantiate(make_cfg(f"model={model_name}", "data.image_size=16").model)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms, "no BatchNorm: nothing to check"
+    next(m for m in model.modules() if not list(m.children()) and m not in norms).eval()  # must stay in eval mode
+    modes = {name: m.training for name, m in model.named_modules()}
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+    x = torch.rand(8, 1, 16, 16) * 2 - 1
+    recon = model.reconstruct(x)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items()), "reconstruct updated BatchNorm"
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert not recon.requires_grad
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(recon, model.reconstruct(x))  # the running statistics were used, not the batch's

@@ -120,6 +120,12 @@ CONFIG_CASES = {
         "trainer config: You have passed invalid value 1.5 for val_check_interval, it has to be in [0.0, 1.0] or "
         "an int.",
     ),
+    "gradient penalty on a BatchNorm critic": (
+        ["model=dcgan", "model.loss=wasserstein_gp"],
+        "model.loss=wasserstein_gp needs a critic without BatchNorm (the gradient penalty is taken per sample; "
+        "Gulrajani et al. 2017, sec. 4), but model.discriminator has BatchNorm layers; use "
+        "model.discriminator.norm=layer (model=wgan_gp does)",
+    ),
     "model constructor rejects": (
         ["model.loss=hinge2"],
         "model.loss='hinge2' is not supported; expected one of: 'bce', 'least_squares', 'hinge', 'wasserstein', "

@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from torch import nn
 
 from genlab.data import DigitsDataModule
@@ -15,6 +17,7 @@ from genlab.models import GAN, BiGAN
 from genlab.models.objectives import BCE, Hinge, LeastSquares, Wasserstein, WassersteinGP, gradient_penalty
 from genlab.nets import ConvDecoder, ConvEncoder, DiscriminatorHeads, JointDiscriminator, MLPDecoder, MLPEncoder
 from genlab.nets.conv import SIZES
+from genlab.utils.runner import user_error
 from tests.test_models import CountingSGD, changed, make_trainer, snapshot
 
 
@@ -51,6 +54,26 @@ def test_critic_norm_choice_is_respected():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in ConvEncoder(1, 28, width=4, norm="layer").modules())
     assert any(isinstance(m, nn.GroupNorm) for m in ConvEncoder(1, 28, width=4, norm="layer").modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in ConvDecoder(1, 28, latent_dim=4, width=4).modules())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=dcgan", "model.loss=wasserstein_gp", "model.discriminator.norm=layer"],  # the advised override
+        ["model=wgan_gp"],
+        ["model=wgan_gp", "model/arch=mlp"],
+        ["model=wgan_gp", "model/arch=mlp", "model.discriminator.norm=batch"],
+    ],
+)
+def test_gradient_penalty_is_refused_exactly_when_the_critic_has_batchnorm(make_cfg, overrides):
+    cfg = make_cfg(*overrides).model
+    if cfg.discriminator.norm == "batch":
+        with pytest.raises(InstantiationException) as info:
+            instantiate(cfg)
+        assert str(user_error(info.value)).startswith("model.loss=wasserstein_gp needs a critic without BatchNorm")
+    else:
+        critic = instantiate(cfg).discriminator
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
 
 
 # -- objectives ------------------------------------------------------------------------------------------
@@ -269,6 +292,29 @@ def test_ranks_draw_different_noise_and_a_rank_draws_the_same_twice():
         model.setup("fit")
         draws.append(model.sample_latent(4, model.noise))
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+
+
+def test_after_loading_a_checkpoint_each_rank_draws_the_noise_of_its_position():
+    def model_at(rank: int) -> GAN:
+        torch.manual_seed(7)
+        model = gan()
+        model._trainer = SimpleNamespace(global_rank=rank, current_epoch=1, global_step=0)
+        model.setup("fit")
+        return model
+
+    def draw(model: GAN, checkpoint: dict | None = None) -> torch.Tensor:
+        if checkpoint is not None:
+            model.on_load_checkpoint(checkpoint)
+        model.on_train_batch_start(None, 2)  # epoch 1, batch 2
+        return model.sample_latent(4, model.noise)
+
+    saved, rank0 = {}, model_at(0)
+    rank0.sample_latent(5, rank0.noise)  # rank 0 has drawn some noise before it saves the checkpoint
+    rank0.on_save_checkpoint(saved)
+    resumed = [draw(model_at(rank), saved) for rank in (0, 1)]
+    uninterrupted = [draw(model_at(rank)) for rank in (0, 1)]
+    assert not torch.equal(*resumed)
+    assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted, strict=True))
 
 
 # -- ACGAN and BiGAN -------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ the W&B run id, and a digest of the weights and optimiser state (checked on load
 stops at once.
 """
 
-import hashlib
 import logging
 import os
 import random
@@ -26,13 +25,9 @@ from lightning.pytorch.loggers import WandbLogger
 
 from genlab.errors import TrainingInterrupted
 from genlab.utils.checkpoints import DIGEST_KEY, digest
+from genlab.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from `parts` (Python's hash() of str differs between processes)."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
 
 
 def seed_all(seed: int) -> None:

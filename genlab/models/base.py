@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
+from genlab.utils.seeds import derive_seed
 
 
 class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
@@ -41,7 +42,10 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
             )
         self.latent_dim = self.latent_shape[0]
         self.num_classes = num_classes if conditional else 0
-        self.noise = torch.Generator()  # training noise, seeded per rank in `setup`; saved in the checkpoint
+        # Latent noise of the training steps and of validation/test: two generators, reseeded from (the run's
+        # seed, rank, position) where each step or evaluation starts (see `on_train_batch_start`)
+        self.noise, self.eval_noise = torch.Generator(), torch.Generator()
+        self.noise_seed: int | None = None  # the run's seed, taken in `setup`; saved in the checkpoint
         # Fixed grid inputs, persistent so a resumed run and a copied checkpoint draw the same grids. Conditional
         # models get one row per class, the same noise in every row (for a binary attribute: off/on pairs).
         per_row = 8 if not self.num_classes else max(8, self.num_classes)
@@ -53,20 +57,43 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
         self.register_buffer("fixed_labels", labels.long())
 
     # -- noise ---------------------------------------------------------------------------------------------
+    # Training's z comes from `noise`, reseeded at each batch from (seed, rank, epoch, batch index); evaluation's
+    # from `eval_noise`, reseeded at each validation/test epoch. So ranks draw different z, a resumed run (every
+    # rank) draws what an uninterrupted one would, and validation (its frequency, its number of batches,
+    # Lightning's sanity check) never shifts the training stream.
     def setup(self, stage: str) -> None:
-        # Every rank is seeded alike by seed_everything; offset the noise by rank so GPUs draw different z.
-        self.noise.manual_seed(torch.initial_seed() + self.global_rank)
+        if stage == "fit" or self.noise_seed is None:
+            self.noise_seed = torch.initial_seed()  # the run's seed: seed_everything seeds every rank alike
+        self.noise.manual_seed(self._position_seed("train"))
+        self.eval_noise.manual_seed(self._position_seed("eval"))
+
+    def _position_seed(self, *position: object) -> int:
+        return derive_seed(self.noise_seed, "noise", self.global_rank, *position)
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> int | None:
+        self.noise.manual_seed(self._position_seed("train", self.current_epoch, batch_idx))
+        return None
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_noise.manual_seed(self._position_seed("val", self.global_step))
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_noise.manual_seed(self._position_seed("test"))
+
+    def step_noise(self) -> torch.Generator:
+        """The generator a step draws its latents from: `noise` in training mode, `eval_noise` in eval mode."""
+        return self.noise if self.training else self.eval_noise
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genlab_noise_state"] = self.noise.get_state()
+        checkpoint["genlab_noise_seed"] = self.noise_seed
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "genlab_noise_state" in checkpoint:
-            self.noise.set_state(checkpoint["genlab_noise_state"])
+        if checkpoint.get("genlab_noise_seed") is not None:
+            self.noise_seed = checkpoint["genlab_noise_seed"]
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Prior samples `[n, *latent_shape]` on the module's device. Training passes `self.noise` (per rank,
-        checkpointed); `sample` uses the global RNG, so evaluators seed it without touching training's stream."""
+        """Prior samples `[n, *latent_shape]` on the module's device. Steps pass `step_noise()` (per rank and
+        position); `sample` uses the global RNG, so evaluators seed it without touching training's stream."""
         return torch.randn(n, *self.latent_shape, generator=generator).to(self.device)
 
     def sample_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:

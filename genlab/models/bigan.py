@@ -40,14 +40,14 @@ class BiGAN(GAN):
 
     def _pairs(self, x: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """D's scores on the real pairs (x, E(x)) and the fake pairs (G(z), z): each `[B]`."""
-        z = self.sample_latent(x.shape[0], self.noise)
+        z = self.sample_latent(x.shape[0], self.step_noise())
         real_out, _ = self.discriminator(self._noisy(x), self.encoder(x))
         fake_out, _ = self.discriminator(self._noisy(self.generator(z)), z)
         return real_out, fake_out
 
     def discriminator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.no_grad():  # G and E are not updated by D's step: detach their outputs
-            z = self.sample_latent(x.shape[0], self.noise)
+            z = self.sample_latent(x.shape[0], self.step_noise())
             fake, code = self.generator(z), self.encoder(x)
         real_out, _ = self.discriminator(self._noisy(x), code)
         fake_out, _ = self.discriminator(self._noisy(fake), z)

@@ -79,6 +79,14 @@ class GAN(GenerativeModule):
             if not lr > 0:
                 raise ConfigError(f"model.{name}={lr} is invalid; expected a learning rate > 0")
         self.objective = make_objective(loss, saturating, clip_value, gp_weight)
+        if loss == "wasserstein_gp" and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
+        ):
+            raise ConfigError(
+                "model.loss=wasserstein_gp needs a critic without BatchNorm (the gradient penalty is taken per sample; "
+                "Gulrajani et al. 2017, sec. 4), but model.discriminator has BatchNorm layers; use "
+                "model.discriminator.norm=layer (model=wgan_gp does)"
+            )
         self.schedule = Schedule(n_critic, n_gen, skip_d_every, d_only_every, g_only_every)
         _check_range("label_smoothing", label_smoothing, 0.0, 1.0)
         _check_range("label_flip", label_flip, 0.0, 1.0, high_closed=True)
@@ -127,6 +135,7 @@ class GAN(GenerativeModule):
             self.trainer.fit_loop.epoch_loop.max_steps = -1
 
     def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> int | None:
+        super().on_train_batch_start(batch, batch_idx)  # reseeds the training noise
         if self._max_g_steps is not None and 0 <= self._max_g_steps <= self.steps["g"]:
             self.trainer.should_stop = True
             return -1  # ends the epoch; should_stop ends the fit
@@ -180,8 +189,9 @@ class GAN(GenerativeModule):
 
     # -- the objective ----------------------------------------------------------------------------------
     def _fake(self, n: int) -> tuple[Tensor, Tensor | None]:
-        y = self.sample_labels(n, self.noise)
-        return self.generator(self.sample_latent(n, self.noise), y), y
+        noise = self.step_noise()
+        y = self.sample_labels(n, noise)
+        return self.generator(self.sample_latent(n, noise), y), y
 
     def _noisy(self, x: Tensor) -> Tensor:
         """Instance noise: N(0, sigma^2) added to D's inputs in training, sigma decaying linearly to 0 over G steps."""

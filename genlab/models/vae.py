@@ -10,7 +10,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from genlab.errors import check_choice
 from genlab.models import losses
 from genlab.models.base import GenerativeModule
-from genlab.models.steps import SplitSteps, optimizers
+from genlab.models.steps import SplitSteps, evaluating, optimizers
 from genlab.utils.images import model_to_unit, unit_to_model
 
 
@@ -59,10 +59,11 @@ class VAE(SplitSteps, GenerativeModule):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         return unit_to_model(torch.sigmoid(self.decoder(z)))
 
-    @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decode the posterior mean: `[B, C, H, W]` in [-1, 1] -> same shape and range."""
-        return self.generate(self.encode(x))
+        """Decode the posterior mean: `[B, C, H, W]` in [-1, 1] -> same shape and range. The whole model in eval
+        mode (a BatchNorm encoder's running statistics stay as they are), no grad; each module's mode restored."""
+        with evaluating(self):
+            return self.decode(self.encode(x.to(self.device)))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns decoder logits `[B, C, H, W]` for a reparameterised z, and the posterior (mu, logvar)."""

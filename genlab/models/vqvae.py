@@ -122,9 +122,11 @@ class VQVAE(SplitSteps, GenerativeModule):
         self.eval_counts.zero_()
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self.eval_counts.zero_()
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.eval_counts.zero_()
 
     def on_validation_epoch_end(self) -> None:
