@@ -228,3 +228,19 @@ def test_sample_per_class_draws_batch_size_at_a_time(acgan_run, tmp_path, monkey
     assert drawn == [(b, [label]) for label in range(10) for b in (2, 2, 1)]
     for label in range(10):
         assert np.load(out / f"class_{label}.npz")["x"].shape == (5, 16, 16, 1)
+
+
+def test_test_metrics_of_a_run_equal_what_evaluate_computes_on_its_best_checkpoint(runs, tmp_path):
+    """test/* (computed at the end of training on the best checkpoint) and `genlab.evaluate ckpt=best` draw the
+    same samples from the same seed (metrics.seed) against the same test reference: the same numbers."""
+    from genlab.tasks.evaluate import evaluate
+
+    trained = json.loads((runs["gan"] / "metrics.json").read_text())
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        overrides = [f"run_dir={runs['gan']}", "ckpt=best", "n_samples=200", "metrics.quality.kid_subsets=10"]
+        cfg = compose("evaluate.yaml", overrides=[*overrides, BRIEF, f"output={tmp_path / 'm.json'}"])
+    GlobalHydra.instance().clear()
+    values = evaluate(cfg)
+    names = ("cfid", "ckid", "cis", "modes", "class_kl", "precision", "recall")
+    assert {k: values[k] for k in names} == pytest.approx({k: trained[f"test/{k}"] for k in names}, rel=1e-5)

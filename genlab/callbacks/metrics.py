@@ -121,8 +121,10 @@ class SampleQuality(L.Callback):
         world, rank = trainer.world_size, trainer.global_rank
         count, offset = rank_share(self.n_samples, world, rank)
         cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # fixed noise per epoch; the training RNG stream is untouched
-            torch.manual_seed(self.seed + 1000 * trainer.current_epoch + rank)
+        # fixed noise per epoch (at test: the seed alone, as genlab.evaluate uses it); training's RNG is untouched
+        seed = self.seed + rank + (1000 * trainer.current_epoch if split == "val" else 0)
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
             fake = self.metrics.features(pl_module, count, offset)
         if world > 1:
             max_rows = rank_share(self.n_samples, world, 0)[0]
@@ -130,7 +132,13 @@ class SampleQuality(L.Callback):
         values, protocols = self.metrics.compute(fake, split, kid_subsets=self.kid_subsets)
         pl_module.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False)
         if trainer.is_global_zero and self.record_path is not None:
-            record = {"split": split, "epoch": trainer.current_epoch, "step": trainer.global_step, **values}
+            record = {
+                "split": split,
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "seed": seed,
+                **values,
+            }
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             with self.record_path.open("a") as f:
                 f.write(json.dumps({**record, "protocol": protocols}) + "\n")

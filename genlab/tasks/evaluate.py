@@ -27,7 +27,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     n = cfg.n_samples or cfg.metrics.eval_n_samples
     values: dict[str, float] = {}
-    protocol: dict[str, object] = {"checkpoint": str(ckpt), "dataset": dataset_key(datamodule), "n_samples": n}
+    protocol: dict[str, object] = {
+        "checkpoint": str(ckpt),
+        "dataset": dataset_key(datamodule),
+        "n_samples": n,
+        "seed": cfg.seed,
+    }
     if hasattr(model, "set_prior"):
         protocol["prior"] = run.prior or "none (uniform codes)"
     # a VQ-VAE without a prior decodes uniform codes: scored only when asked for by name (prior=none)
@@ -38,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     quality = instantiate(cfg.metrics.quality, inception=cfg.metrics.inception_in_evaluate)
     quality.setup(datamodule, splits=("test",))  # reported figures: the test split, never the validation one
     if quality.extractors and scored:
+        torch.manual_seed(cfg.seed)  # as the sample_quality callback seeds its test/* samples
         fake = quality.features(model, n)
         metrics, protocols = quality.compute(fake, "test")
         values.update(metrics)
