@@ -123,7 +123,8 @@ def test_ddp_ranks_draw_different_noise_after_a_resume(tmp_path):
     record = ["+callbacks.noise._target_=tests.helpers.RecordNoise", f"+callbacks.noise.dirpath={out}"]
     ddp = ["model=gan", "trainer=ddp_cpu", "trainer.devices=2", *FAST, "~callbacks.sample_quality", *TINY]
     first = [*ddp, *NETS["gan"], *record, "trainer.max_epochs=1", f"hydra.run.dir={out}"]
-    for args in (first, [f"resume={out}", "trainer.max_epochs=2"]):  # the resume reuses the run's overrides
+    trust = "trusted_targets=[tests.helpers.RecordNoise]"  # a class of the test's own, saved in the run's overrides
+    for args in (first, [f"resume={out}", "trainer.max_epochs=2", trust]):  # the resume reuses the run's overrides
         proc = genlab(tmp_path, *args)
         assert proc.returncode == 0, proc.stderr[-3000:]
     draws = [[json.loads(line) for line in (out / f"noise_rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
