@@ -13,8 +13,9 @@ def command(run: Run) -> str:
 
 def _metric_rows(run: Run) -> list[tuple[str, list[tuple[str, float]]]]:
     """(title, [(name, value)]) groups: final (test/eval), last validation, last training epoch."""
+    weights = "the best checkpoint" if run.best else "the final weights (no best checkpoint was recorded)"
     groups = [
-        ("Final: test split, on the best checkpoint (and genlab.evaluate's eval/*)", ("test/", "eval/")),
+        (f"Final: test split, on {weights}; genlab.evaluate's eval/*", ("test/", "eval/")),
         ("Validation, last epoch", ("val/",)),
         ("Training, last epoch", ("train/",)),
     ]
