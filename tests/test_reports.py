@@ -5,6 +5,7 @@ import base64
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,27 @@ def test_report_of_a_run_without_pictures_or_metrics_still_renders(tmp_path):
     page = write_run_report(tmp_path)
     assert "best` means `last.ckpt" in (tmp_path / "report.md").read_text()
     assert embedded_pictures(page) == []
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (/usr/bin/chromium)")
+def test_report_html_loads_every_image_in_a_real_browser(sweep, tmp_path):
+    """Headless Chromium opens a copy of report.html with a probe appended that counts the images that loaded
+    (`naturalWidth > 0`) and writes the count into the DOM, which `--dump-dom` prints."""
+    probe = (
+        "<script>window.addEventListener('load', () => { const all = [...document.images];"
+        " const ok = all.filter(i => i.complete && i.naturalWidth > 0).length;"
+        " const d = document.createElement('div'); d.id = 'probe'; d.textContent = ok + '/' + all.length;"
+        " document.body.appendChild(d); });</script>"
+    )
+    page = tmp_path / "report.html"
+    page.write_text((sweep / "0" / "report.html").read_text().replace("</body>", probe + "</body>"))
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom"]
+    proc = subprocess.run([CHROMIUM, *args, page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<div id="probe">(\d+)/(\d+)</div>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    loaded, total = map(int, found.groups())
+    assert total >= 2 and loaded == total
