@@ -199,7 +199,8 @@ def _rank_zero() -> bool:
 
 def record_status(status: str, error: str = "") -> None:
     """Leave how this job ended where the reports find it (rank 0 only): `status.json` in a run dir that started,
-    else, for a sweep job rejected before it started, a line of the sweep dir's `rejected_jobs.jsonl`."""
+    else, for a failed sweep job that left no run dir (rejected before it started), a line of the sweep dir's
+    `rejected_jobs.jsonl`. Tasks that keep no run dir of their own (evaluate, sample) leave nothing when ok."""
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     if not _rank_zero():
@@ -207,7 +208,7 @@ def record_status(status: str, error: str = "") -> None:
     error = error.strip().splitlines()[0] if error.strip() else ""
     if (output_dir / ".hydra").is_dir():
         (output_dir / STATUS_FILE).write_text(json.dumps({"status": status, "error": error}) + "\n")
-    elif hydra_cfg.mode == RunMode.MULTIRUN and Path(hydra_cfg.sweep.dir).is_dir():
+    elif status != "ok" and hydra_cfg.mode == RunMode.MULTIRUN and Path(hydra_cfg.sweep.dir).is_dir():
         record = {"job": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task), "error": error}
         with (Path(hydra_cfg.sweep.dir) / REJECTED_FILE).open("a") as f:
             f.write(json.dumps(record) + "\n")
