@@ -2,6 +2,7 @@
 no run dir left behind and no existing output modified. Most kinds are checked in-process on the same code
 path as the CLI (preflight, then the train task); a few end to end to check the exit status and stderr."""
 
+import csv
 import gzip
 import os
 import shutil
@@ -331,6 +332,9 @@ def test_cli_sweep_reports_a_bad_job_and_runs_the_others(tmp_path):
     assert "genlab: error: job 0: model.lr=0 is invalid; expected a number > 0" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "genlab: 1 of 2 jobs failed: 0"
     assert not (sweep / "0").exists() and (sweep / "1" / "metrics.json").is_file()
+    # the sweep summary still lists the rejected job, with its error
+    rows = [(r["job"], r["status"], r["error"]) for r in csv.DictReader((sweep / "summary.csv").open())]
+    assert rows == [("0", "failed", "model.lr=0 is invalid; expected a number > 0"), ("1", "ok", "")]
 
 
 def test_cli_output_dir_that_cannot_be_written(tmp_path):

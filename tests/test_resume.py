@@ -223,3 +223,16 @@ def test_resume_continues_the_same_wandb_run(tmp_path, monkeypatch):
     run_id = run_id["wandb_run_id"]
     run(out, "vae", "trainer.max_epochs=2", "logger=wandb", f"resume={out}")
     assert run_id and sorted(p.name.rsplit("-", 1)[-1] for p in (out / "wandb").glob("offline-run-*")) == [run_id] * 2
+
+
+def test_a_new_run_from_a_checkpoint_gets_a_wandb_run_of_its_own(tmp_path, monkeypatch):
+    """`ckpt_path=X` without `resume=` (e.g. a sweep started from X) must not write into X's W&B run."""
+    for var, value in {"HOME": str(tmp_path), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(first, "vae", "trainer.max_epochs=1", "logger=wandb")
+    state = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["TrainingState"]
+    run(second, "vae", "trainer.max_epochs=2", "logger=wandb", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
+    ids = [p.name.rsplit("-", 1)[-1] for p in (second / "wandb").glob("offline-run-*")]
+    assert state["wandb_run_id"] and len(ids) == 1 and ids[0] != state["wandb_run_id"]

@@ -23,6 +23,7 @@ from torch import nn
 from genlab.callbacks.config import StoreConfig
 from genlab.callbacks.state import derive_seed
 from genlab.errors import CheckpointError, ConfigError
+from genlab.reports.run import write_run_report
 from genlab.runs import find_checkpoint, load_checkpoint
 from genlab.utils.checkpoints import check_fits
 from genlab.utils.instantiate import instantiate_group
@@ -69,6 +70,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Lightning >= 2.6 takes weights_only; before, the check in load_checkpoint above is the only gate
     weights_only = _weights_only(not cfg.get("allow_unsafe_checkpoint", False))
     metrics: dict[str, float] = {}
+    finished = False
     try:
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **weights_only)
@@ -79,11 +81,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, **weights_only)
             metrics.update(_floats(trainer.callback_metrics))
+        finished = True
     finally:
-        finish_wandb(loggers)
+        finish_wandb(loggers, exit_code=0 if finished else 1)  # a failed job's W&B run is marked failed
 
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics)
+        if cfg.get("report"):
+            write_run_report(output_dir)
         _print_outputs(output_dir, trainer)
     return metrics
 
@@ -135,8 +140,10 @@ def _check_batch_norm(model: nn.Module, cfg: DictConfig) -> None:
 
 
 def _loggers(cfg: DictConfig, checkpoint: dict | None) -> list:
-    """The configured loggers; a resumed W&B logger continues the checkpoint's W&B run."""
-    run_id = ((checkpoint or {}).get("callbacks") or {}).get("TrainingState", {}).get("wandb_run_id")
+    """The configured loggers; under `resume=` a W&B logger continues the checkpoint's W&B run (a new run from
+    `ckpt_path=` alone, e.g. a sweep started from one checkpoint, gets W&B runs of its own)."""
+    state = ((checkpoint or {}).get("callbacks") or {}).get("TrainingState", {})
+    run_id = state.get("wandb_run_id") if cfg.get("resume") else None
     entries = cfg.get("logger") or {}
     loggers = []
     for entry in entries.values():
@@ -173,4 +180,6 @@ def _print_outputs(output_dir: Path, trainer: L.Trainer) -> None:
         f"  metrics: {output_dir / 'metrics.json'}"
         + (f", {output_dir / 'metrics.csv'}" if (output_dir / "metrics.csv").exists() else "")
     )
+    if (output_dir / "report.html").is_file():
+        lines.append(f"  report: {output_dir / 'report.html'}")
     log.info("\n".join(lines))

@@ -12,6 +12,20 @@ def project_root() -> str:
     return str(root if (root / "pyproject.toml").is_file() and (root / "genlab").is_dir() else Path.cwd())
 
 
+def wandb_group(default: str) -> str:
+    """The W&B group of this Hydra job: in a multirun, the sweep (`<task>-<date>-<time>` from hydra.sweep.dir's
+    last two folders), so each sweep is its own group; else `default` (the task name)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return default
+    sweep = Path(HydraConfig.get().sweep.dir)
+    return "-".join([default, sweep.parent.name, sweep.name])
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("genlab_root"):
         OmegaConf.register_new_resolver("genlab_root", project_root)
+    if not OmegaConf.has_resolver("genlab_wandb_group"):
+        OmegaConf.register_new_resolver("genlab_wandb_group", wandb_group)

@@ -23,6 +23,11 @@ def unit_to_model(x: Tensor) -> Tensor:
     return x.mul(2.0).sub_(1.0)
 
 
+def unit_to_uint8(x: Tensor) -> Tensor:
+    """float in [0, 1] -> uint8 in [0, 255] (rounded, clamped)."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def model_to_uint8(x: Tensor) -> Tensor:
     """float in [-1, 1] `[..., H, W]` -> uint8 in [0, 255] (rounded, clamped), for PNGs and .npz files."""
     return model_to_unit(x).mul_(255.0).round_().to(torch.uint8)

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from torch import Tensor
 
 from genlab.errors import GenlabError, check_choice
+from genlab.utils.images import unit_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,14 @@ def log_image(loggers: list[Logger], key: str, image: Tensor, step: int) -> None
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, image, global_step=step)
         elif isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[image], step=step)
+            # wandb >= 0.2x casts a float image to uint8 without scaling (a [0, 1] grid comes out black)
+            logger.log_image(key=key, images=[unit_to_uint8(image)], step=step)
 
 
-def finish_wandb(loggers: list[Any]) -> None:
-    """Close the W&B run so that the next Hydra job of a multirun gets a run of its own."""
+def finish_wandb(loggers: list[Any], exit_code: int = 0) -> None:
+    """Close the W&B run so that the next Hydra job of a multirun gets a run of its own; `exit_code=1` marks
+    it failed."""
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
 
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)

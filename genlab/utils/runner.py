@@ -5,9 +5,15 @@ exit status 1; a run rejected before it started leaves no run dir behind. Anythi
 error: its full traceback goes to the run's log file and stderr says where. In a multirun a failed job is
 reported and the sweep goes on; the process then says which jobs failed and exits non-zero (`run_main`). An
 interrupted job stops the sweep.
+
+Each job that started leaves `status.json` in its run dir ({"status": "ok" | "failed" | "interrupted", "error":
+first line}); a sweep job rejected before it started (its dir removed) is a line of `rejected_jobs.jsonl` in the
+sweep dir. The sweep summary (genlab.reports) reads both.
 """
 
+import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -28,6 +34,8 @@ from genlab.utils import outputs
 log = logging.getLogger("genlab")
 _failures: list[int] = []  # exit statuses of the failed jobs of this process
 _sweep_jobs: dict[int, bool] = {}  # job number -> succeeded, for the jobs of a multirun
+STATUS_FILE = "status.json"  # <run dir>/status.json: how the job ended
+REJECTED_FILE = "rejected_jobs.jsonl"  # <sweep dir>/rejected_jobs.jsonl: sweep jobs rejected before they started
 
 
 def exit_code() -> int:
@@ -185,6 +193,27 @@ def _log_traceback(err: BaseException, output_dir: Path) -> Path:
     return path
 
 
+def _rank_zero() -> bool:
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def record_status(status: str, error: str = "") -> None:
+    """Leave how this job ended where the reports find it (rank 0 only): `status.json` in a run dir that started,
+    else, for a failed sweep job that left no run dir (rejected before it started), a line of the sweep dir's
+    `rejected_jobs.jsonl`. Tasks that keep no run dir of their own (evaluate, sample) leave nothing when ok."""
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    if not _rank_zero():
+        return
+    error = error.strip().splitlines()[0] if error.strip() else ""
+    if (output_dir / ".hydra").is_dir():
+        (output_dir / STATUS_FILE).write_text(json.dumps({"status": status, "error": error}) + "\n")
+    elif status != "ok" and hydra_cfg.mode == RunMode.MULTIRUN and Path(hydra_cfg.sweep.dir).is_dir():
+        record = {"job": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task), "error": error}
+        with (Path(hydra_cfg.sweep.dir) / REJECTED_FILE).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task(cfg)` inside a Hydra job and turn its failures into the messages and exit codes above."""
     import lightning.pytorch  # noqa: F401  (it adds a console handler on import)
@@ -200,6 +229,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except TrainingInterrupted as err:
         log.error("%s", err)
         print(f"genlab: {err}", file=sys.stderr)
+        record_status("interrupted", str(err))
         _failures.append(128 + err.signum)
         sys.exit(128 + err.signum)  # in a sweep too: a preemption stops the whole process
     except Exception as err:
@@ -216,10 +246,12 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
                 f"it runs, not a problem with your input; the full traceback is in {where}",
                 file=sys.stderr,
             )
+        record_status("failed", _message(shown) if shown is not None else f"{type(err).__name__}: {err}")
         _failures.append(1)
         if not multirun:
             sys.exit(1)
         return None  # a failed sweep job: report it and let the other jobs run
     if multirun:
         _sweep_jobs[hydra_cfg.job.num] = True
+    record_status("ok")
     return result
