@@ -280,7 +280,7 @@ def run_options(cfg: DictConfig) -> dict:
         "run_dir": cfg.get("run_dir"),
         "ckpt_path": cfg.get("ckpt_path"),
         "ckpt": cfg.get("ckpt") or "best",
-        "prior": cfg.get("prior") if isinstance(cfg.get("prior"), str) else None,
+        "prior": cfg.get("use_prior"),
         "allow_unsafe": bool(cfg.get("allow_unsafe_checkpoint", False)),
         "trusted": list(cfg.get("trusted_targets") or []),
     }

@@ -35,8 +35,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     }
     if hasattr(model, "set_prior"):
         protocol["prior"] = run.prior or "none (uniform codes)"
-    # a VQ-VAE without a prior decodes uniform codes: scored only when asked for by name (prior=none)
-    scored = getattr(model, "can_sample", True) or cfg.get("prior") == "none"
+    # a VQ-VAE without a prior decodes uniform codes: scored only when asked for by name (use_prior=none)
+    scored = getattr(model, "can_sample", True) or cfg.get("use_prior") == "none"
     if not scored:
         log.warning("%s has no fitted prior: no sample-quality metrics (fit one with genlab.prior)", ckpt)
 

@@ -4,7 +4,7 @@ of a finished VQ-VAE run, so that the run can generate.
 Writes `<run>/checkpoints/prior-<name>.pt` (the prior's config and state), `<run>/prior-<name>.json` (its fit
 and held-out figures) and `<run>/samples/prior-<name>.png` (a grid of 64 samples from seed 0). Afterwards every
 entry point that opens the run (`genlab.runs.open_run`: evaluate, sample) attaches the latest prior fitted, or
-the one named with `prior=<name>`.
+the one named with `use_prior=<name>`.
 """
 
 import json
