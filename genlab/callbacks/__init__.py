@@ -4,12 +4,14 @@ from genlab.callbacks.guard import DivergenceGuard
 from genlab.callbacks.images import Reconstructions, SampleGrid
 from genlab.callbacks.metrics import SampleQuality
 from genlab.callbacks.state import Interruption, TrainingState
+from genlab.callbacks.summary import RunSummary
 
 __all__ = [
     "Checkpoint",
     "DivergenceGuard",
     "Interruption",
     "Reconstructions",
+    "RunSummary",
     "SampleGrid",
     "SampleQuality",
     "StoreConfig",

@@ -17,6 +17,7 @@ from typing import Any
 import lightning.pytorch as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -62,7 +63,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(instantiate(cfg.guard))
     callbacks.append(StoreConfig(OmegaConf.to_container(cfg, resolve=True)))  # checkpoints describe themselves
     loggers = _loggers(cfg, checkpoint)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks, progress = _progress(cfg, callbacks)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=progress
+    )
 
     save_run_config(cfg, output_dir)  # the run has started: from here on the run dir is kept
     for logger in loggers:
@@ -91,6 +95,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             write_run_report(output_dir)
         _print_outputs(output_dir, trainer)
     return metrics
+
+
+def _progress(cfg: DictConfig, callbacks: list) -> tuple[list, bool]:
+    """Progress shows only through the configured bar (`callbacks.progress_bar`), never a default one Lightning
+    would add in its place; `trainer.enable_progress_bar=false` removes the configured one."""
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    return callbacks, any(isinstance(cb, ProgressBar) for cb in callbacks)
 
 
 def _weights_only(value: bool) -> dict:
@@ -180,6 +192,6 @@ def _print_outputs(output_dir: Path, trainer: L.Trainer) -> None:
         f"  metrics: {output_dir / 'metrics.json'}"
         + (f", {output_dir / 'metrics.csv'}" if (output_dir / "metrics.csv").exists() else "")
     )
-    if (output_dir / "report.html").is_file():
+    if (output_dir / "report.html").is_file():  # last, so that it is the line a finished run ends on
         lines.append(f"  report: {output_dir / 'report.html'}")
     log.info("\n".join(lines))

@@ -30,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genlab.errors import ConfigError, GenlabError, TrainingInterrupted
 from genlab.utils import outputs
+from genlab.utils.console import tidy_logging
 
 log = logging.getLogger("genlab")
 _failures: list[int] = []  # exit statuses of the failed jobs of this process
@@ -216,10 +217,9 @@ def record_status(status: str, error: str = "") -> None:
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task(cfg)` inside a Hydra job and turn its failures into the messages and exit codes above."""
-    import lightning.pytorch  # noqa: F401  (it adds a console handler on import)
+    import lightning.pytorch  # noqa: F401  (it adds console handlers on import)
 
-    # Hydra's handlers already print and file every record; drop Lightning's extra console handler.
-    logging.getLogger("lightning.pytorch").handlers.clear()
+    tidy_logging()  # Hydra's handlers already print and file every record: each line once
     hydra_cfg = HydraConfig.get()
     output_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
