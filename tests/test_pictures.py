@@ -13,7 +13,7 @@ from PIL import Image
 
 from genlab import plots
 from genlab.callbacks.latent import LatentTraversal, slerp
-from genlab.callbacks.pictures import enlarge, write_gif
+from genlab.callbacks.pictures import EndOfRun, enlarge, write_gif
 from genlab.tasks.train import train
 from tests.conftest import FAST, compose_cfg
 
@@ -212,3 +212,17 @@ def test_scatter_legend_names_every_class():
     fig = plots.scatter_figure(points, labels, "t", class_names=["zero", "one", "two"])
     legend = fig.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["zero", "one", "two"]
+
+
+def test_costly_pictures_come_at_the_end_unless_a_cadence_is_set():
+    class Record(EndOfRun):
+        def draw(self, trainer, pl_module, suffix):
+            self.drawn.append(suffix)
+
+    for every, expected in ((None, [""]), (2, ["_epoch_001", "_epoch_003", ""])):
+        callback = Record("unused", every_n_epochs=every)
+        callback.drawn = []
+        for epoch in range(5):
+            callback.on_train_epoch_end(types.SimpleNamespace(current_epoch=epoch), None)
+        callback.on_train_end(types.SimpleNamespace(current_epoch=5), None)
+        assert callback.drawn == expected

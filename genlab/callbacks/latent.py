@@ -13,6 +13,7 @@ from torch import Tensor
 
 from genlab import plots
 from genlab.callbacks.pictures import EndOfRun, image_grid, publish_grid, publish_png
+from genlab.errors import check_choice
 from genlab.models.steps import evaluating
 
 
@@ -117,8 +118,7 @@ class LatentTraversal(EndOfRun):
         min_width: int = 600,
         every_n_epochs: int | None = None,
     ) -> None:
-        if interpolation not in ("slerp", "linear"):
-            raise ValueError(f"interpolation={interpolation!r} is not supported; expected one of: 'slerp', 'linear'")
+        check_choice("callbacks.latent_traversal.interpolation", interpolation, ("slerp", "linear"))
         super().__init__(dirpath, every_n_epochs)
         self.dims, self.steps, self.span, self.pairs = dims, steps, span, pairs
         self.interpolation, self.min_width = interpolation, min_width

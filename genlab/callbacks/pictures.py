@@ -15,6 +15,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from genlab import plots
+from genlab.errors import ConfigError
 from genlab.utils.images import model_to_unit
 from genlab.utils.loggers import log_image, logger_step
 
@@ -74,7 +75,10 @@ class EndOfRun(L.Callback):
 
     def __init__(self, dirpath: str, every_n_epochs: int | None = None) -> None:
         if every_n_epochs is not None and every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1 or null (only at the end of training)")
+            raise ConfigError(
+                f"{type(self).__name__}: every_n_epochs={every_n_epochs} is invalid; expected >= 1, or null (only "
+                f"when training ends)"
+            )
         self.dirpath, self.every_n_epochs = Path(dirpath), every_n_epochs
         self.active = True
 
