@@ -381,7 +381,7 @@ def test_images_and_scalars_share_the_step_axis(tmp_path, monkeypatch):
         logger, "log_metrics", lambda metrics, step=None: (steps.append(("scalar", step)), log_metrics(metrics, step))
     )
     monkeypatch.setattr(
-        "genlab.callbacks.images.log_image", lambda loggers, key, image, step: steps.append(("image", step))
+        "genlab.callbacks.pictures.log_image", lambda loggers, key, image, step: steps.append(("image", step))
     )
     fit(gan(n_critic=2), tmp_path, max_epochs=2, batches=4, callbacks=[SampleGrid(tmp_path / "samples")], logger=logger)
     image_steps = [s for kind, s in steps if kind == "image"]
