@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
@@ -113,18 +114,30 @@ def latent_scatter(points: np.ndarray, labels: np.ndarray | None, path: Path, ti
     return save(scatter_figure(points, labels, title, class_names), path)
 
 
+def legend_entries(labels: np.ndarray | None, class_names=None) -> list[tuple[int, str, str]]:
+    """(class, name, colour as #rrggbb) of every class present in `labels` `[N]` (-1: unlabelled), in the order
+    and colours of the scatter's legend."""
+    if labels is None or (labels < 0).all():
+        return []
+    classes = sorted(int(c) for c in np.unique(labels[labels >= 0]))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    named = class_names is not None
+    return [
+        (c, class_names[c] if named and c < len(class_names) else str(c), mcolors.to_hex(cmap(i % cmap.N)))
+        for i, c in enumerate(classes)
+    ]
+
+
 def scatter_figure(points: np.ndarray, labels: np.ndarray | None, title: str, class_names=None) -> "plt.Figure":
     """The figure of `latent_scatter`, not yet saved."""
     fig, ax = plt.subplots(figsize=(8, 7))
-    if labels is None or (labels < 0).all():
+    entries = legend_entries(labels, class_names)
+    if not entries:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7)
-    else:
-        classes = sorted(int(c) for c in np.unique(labels[labels >= 0]))
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for i, c in enumerate(classes):
-            keep = labels == c
-            name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-            ax.scatter(points[keep, 0], points[keep, 1], s=6, alpha=0.75, color=cmap(i % cmap.N), label=name)
+    for c, name, colour in entries:
+        keep = labels == c
+        ax.scatter(points[keep, 0], points[keep, 1], s=6, alpha=0.75, color=colour, label=name)
+    if entries:
         ax.legend(title="class", markerscale=3, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(title)
     ax.set_xticks([])

@@ -208,24 +208,39 @@ def test_report_of_a_run_without_pictures_or_metrics_still_renders(tmp_path):
 
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+BROWSER = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def open_in_browser(report: Path, tmp_path: Path) -> tuple[int, int, str]:
+    """(images loaded with naturalWidth > 0, images, the t-SNE legend's text) of `report` as headless Chromium
+    renders it: a probe appended to a copy writes them into the DOM, which `--dump-dom` prints."""
+    probe = (
+        "<script>window.addEventListener('load', () => { const all = [...document.images];"
+        " const ok = all.filter(i => i.complete && i.naturalWidth > 0).length;"
+        " const legend = [...document.querySelectorAll('.legend-entry')].map(e => e.textContent.trim()).join('|');"
+        " const d = document.createElement('div'); d.id = 'probe';"
+        " d.textContent = ok + '/' + all.length + ' ' + legend;"
+        " document.body.appendChild(d); });</script>"
+    )
+    page = tmp_path / "report.html"
+    page.write_text(report.read_text().replace("</body>", probe + "</body>"))
+    args = [*BROWSER, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom"]
+    proc = subprocess.run([CHROMIUM, *args, page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<div id="probe">(\d+)/(\d+) ?([^<]*)</div>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    return int(found.group(1)), int(found.group(2)), found.group(3)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (/usr/bin/chromium)")
 def test_report_html_loads_every_image_in_a_real_browser(sweep, tmp_path):
-    """Headless Chromium opens a copy of report.html with a probe appended that counts the images that loaded
-    (`naturalWidth > 0`) and writes the count into the DOM, which `--dump-dom` prints."""
-    probe = (
-        "<script>window.addEventListener('load', () => { const all = [...document.images];"
-        " const ok = all.filter(i => i.complete && i.naturalWidth > 0).length;"
-        " const d = document.createElement('div'); d.id = 'probe'; d.textContent = ok + '/' + all.length;"
-        " document.body.appendChild(d); });</script>"
-    )
-    page = tmp_path / "report.html"
-    page.write_text((sweep / "0" / "report.html").read_text().replace("</body>", probe + "</body>"))
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom"]
-    proc = subprocess.run([CHROMIUM, *args, page.as_uri()], capture_output=True, text=True, timeout=120)
-    found = re.search(r'<div id="probe">(\d+)/(\d+)</div>', proc.stdout)
-    assert found, proc.stderr[-2000:]
-    loaded, total = map(int, found.groups())
-    assert total >= 2 and loaded == total
+    """Every picture of a run's report.html loads in a real browser, and the t-SNE legend names every class.
+    Also checks the report at $GENLAB_REPORT_HTML when set (e.g. a real-MNIST VAE run's report)."""
+    import os
+
+    reports = [sweep / "0" / "report.html"] + [Path(p) for p in [os.environ.get("GENLAB_REPORT_HTML")] if p]
+    for i, report in enumerate(reports):
+        (tmp_path / str(i)).mkdir()
+        loaded, total, legend = open_in_browser(report, tmp_path / str(i))
+        assert total >= 4 and loaded == total, (report, loaded, total)
+        assert legend.split("|") == [f"\u25cf {c}" for c in range(10)], (report, legend)  # digits: classes 0-9

@@ -2,6 +2,7 @@
 encoder means, traversals and interpolations through the decoder, and a VQ-VAE's codebook usage. Each is
 skipped with one log line for a model without the capability, found by attribute, never by model name."""
 
+import json
 import math
 from collections.abc import Iterator
 
@@ -84,6 +85,9 @@ class LatentTSNE(EndOfRun):
         title = f"{type(pl_module).__name__}: {method} {features.shape[1]}-d latent means of {len(y)} test images"
         names = getattr(trainer.datamodule, "class_names", None)
         path = plots.latent_scatter(points, y, self.dirpath / f"tsne{suffix}.png", title, class_names=names)
+        # the legend as data beside the picture: the run report shows it as text (a reader, or a test, can read it)
+        legend = [{"class": c, "name": n, "colour": col} for c, n, col in plots.legend_entries(y, names)]
+        path.with_suffix(".json").write_text(json.dumps({"title": title, "legend": legend}, indent=1))
         publish_png(trainer, path, "latent/tsne")
 
 

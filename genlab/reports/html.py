@@ -2,6 +2,7 @@
 
 import base64
 import html
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,7 +56,24 @@ def data_uri(path: Path) -> str:
 
 
 def figure(path: Path, caption: str) -> str:
-    return f'<figure><img src="{data_uri(path)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+    """An embedded picture; a JSON file beside it with a `legend` (the t-SNE's classes) adds it as text."""
+    legend = _legend(path.with_suffix(".json"))
+    return (
+        f'<figure><img src="{data_uri(path)}" alt="{esc(caption)}"><figcaption>{esc(caption)}{legend}</figcaption>'
+        "</figure>"
+    )
+
+
+def _legend(path: Path) -> str:
+    try:
+        entries = json.loads(path.read_text())["legend"] if path.is_file() else []
+    except (ValueError, KeyError, TypeError):
+        return ""
+    chips = "".join(
+        f'<span class="legend-entry"><span style="color:{esc(e["colour"])}">&#9679;</span> {esc(e["name"])}</span> '
+        for e in entries
+    )
+    return f'<div class="legend">legend: {chips}</div>' if chips else ""
 
 
 def details(summary: str, body: str) -> str:
