@@ -53,7 +53,8 @@ def read(path: str | Path, key: str = "ckpt_path", allow_unsafe: bool = False) -
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"{key}={path} does not exist; expected a file written by genlab (e.g. <run dir>/checkpoints/last.ckpt)"
+            f"{key}={path} does not exist; expected a .ckpt file written by genlab "
+            f"(e.g. <run dir>/checkpoints/last.ckpt)"
         )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
