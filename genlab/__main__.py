@@ -6,10 +6,11 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
+from genlab.utils.config import config_dir
 from genlab.utils.runner import resume_argv, run_main, run_task
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     from genlab.tasks.train import train
 

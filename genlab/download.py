@@ -4,10 +4,11 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
+from genlab.utils.config import config_dir
 from genlab.utils.runner import run_main, run_task
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="download")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="download")
 def _hydra_main(cfg: DictConfig) -> None:
     from genlab.tasks.download import download
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, open_dict
 
 import genlab  # noqa: F401  (registers resolvers)
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "genlab" / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = ["debug=fast", "logger=[]", "callbacks.progress_bar.refresh_rate=0"]
 
 

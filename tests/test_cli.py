@@ -143,3 +143,17 @@ def test_last_ckpt_is_the_final_state_even_when_an_early_epoch_is_best(tmp_path)
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 18)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "best.json", "last.ckpt"]
+
+
+def test_a_model_config_in_a_user_folder_trains_without_copying_ours(tmp_path):
+    """`--config-dir myconf` adds the user's folder to the search path: their model/mygan.yaml extends our gan."""
+    mine = tmp_path / "myconf" / "model"
+    mine.mkdir(parents=True)
+    (mine / "mygan.yaml").write_text("defaults:\n  - gan\n  - _self_\n\nlatent_dim: 8\nlr_g: 1e-4\n")
+    out = run_dir_of(tmp_path)
+    args = ["--config-dir", str(tmp_path / "myconf"), "model=mygan", "logger=[]", *FAST, f"hydra.run.dir={out}"]
+    proc = genlab(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    saved = (out / ".hydra" / "config.yaml").read_text()
+    assert "_target_: genlab.models.GAN" in saved and "latent_dim: 8" in saved and "lr_g: 0.0001" in saved

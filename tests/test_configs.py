@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from genlab.utils.instantiate import instantiate_group
 
-CONF = Path(__file__).resolve().parents[1] / "genlab" / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -19,7 +19,8 @@ def test_a_wheel_install_trains_from_its_packaged_configs(tmp_path):
         here = {n for n in names if n.startswith(".") or n == "__pycache__"}
         return here | (top & set(names) if Path(folder) == ROOT else set())
 
-    shutil.copytree(ROOT, src, ignore=skip)
+    shutil.copytree(ROOT, src, ignore=skip, symlinks=True)  # genlab/conf stays the symlink to ../conf
+    assert (src / "genlab" / "conf").is_symlink()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(src)]
     subprocess.run(build, check=True, capture_output=True, timeout=300)
@@ -35,3 +36,19 @@ def test_a_wheel_install_trains_from_its_packaged_configs(tmp_path):
     probe = [sys.executable, "-c", "import genlab; print(genlab.__file__)"]
     assert str(site) in subprocess.run(probe, cwd=work, env=env, capture_output=True, text=True).stdout
     assert (work / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_configs_are_found_from_a_checkout_with_or_without_the_genlab_conf_symlink(tmp_path):
+    """The entry points' config folder: the top-level conf/ through genlab/conf, or conf/ itself when a checkout
+    could not make the symlink (e.g. on Windows, git writes a small text file instead)."""
+    from genlab.utils.config import config_dir
+
+    assert Path(config_dir()).resolve() == (ROOT / "conf").resolve()
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "genlab", repo / "genlab", ignore=shutil.ignore_patterns("__pycache__", "conf"))
+    (repo / "genlab" / "conf").write_text("../conf")
+    (repo / "conf").mkdir()
+    (repo / "conf" / "train.yaml").write_text("seed: 1\n")
+    probe = [sys.executable, "-c", "from genlab.utils.config import config_dir; print(config_dir())"]
+    out = subprocess.run(probe, cwd=tmp_path, env={"PYTHONPATH": str(repo)}, capture_output=True, text=True)
+    assert out.stdout.strip() == str(repo / "conf"), out.stderr[-2000:]

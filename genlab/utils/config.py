@@ -1,8 +1,15 @@
-"""OmegaConf resolvers used by genlab/conf/ (registered on `import genlab`)."""
+"""Where the Hydra configs live, and the OmegaConf resolvers they use (registered on `import genlab`)."""
 
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+
+def config_dir() -> str:
+    """The Hydra config folder: `genlab/conf` inside the package (a wheel's copy, or in a checkout the committed
+    symlink to the top-level `conf/`), else the checkout's `conf/` (a checkout made without symlink support)."""
+    packaged = Path(__file__).resolve().parents[1] / "conf"
+    return str(packaged if (packaged / "train.yaml").is_file() else Path(__file__).resolve().parents[2] / "conf")
 
 
 def project_root() -> str:
