@@ -25,6 +25,7 @@ PICTURES = (
     ("Codebook", "codebook/*", False),
 )
 IMAGE_SUFFIXES = (".png", ".gif")
+EMBED_MAX_BYTES = 500_000  # a larger GIF (many epochs of noisy grids) is linked from the report, not embedded
 # the final metrics shown first when present (the terminal leaderboard shows only these)
 KEY_METRICS = ("test/cfid", "test/fid", "test/ckid", "test/nelbo", "test/recon", "eval/recon_mse", "eval/nll_iwae")
 
@@ -126,10 +127,16 @@ def pictures(run_dir: Path) -> list[tuple[str, list[Path]]]:
     found = []
     for title, pattern, latest in PICTURES:
         files = sorted(p for p in run_dir.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = [p for p in files if p not in linked_only(run_dir)]
         files = files[-1:] if latest else files if pattern.startswith("samples/") else _finals(files)
         if files:
             found.append((title, files))
     return found
+
+
+def linked_only(run_dir: Path) -> list[Path]:
+    """Animations too large to embed in a report (over EMBED_MAX_BYTES): the report links to them instead."""
+    return sorted(p for p in run_dir.glob("samples/*.gif") if p.is_file() and p.stat().st_size > EMBED_MAX_BYTES)
 
 
 def latest_samples(run_dir: Path) -> Path | None:

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from genlab.reports import html as h
-from genlab.reports.collect import Run, pictures, read_run
+from genlab.reports.collect import Run, linked_only, pictures, read_run
 
 
 def command(run: Run) -> str:
@@ -83,6 +83,10 @@ def render_md(run: Run) -> str:
         parts.append(f"<details><summary>Protocol</summary>\n\n```json\n{json.dumps(proto, indent=2)}\n```\n</details>")
     for title, files in pictures(run.path):
         parts += [f"## {title}", "\n".join(f"![{f.stem}]({f.relative_to(run.path).as_posix()})" for f in files)]
+    for gif in linked_only(run.path):
+        parts.append(
+            f"Samples over training: [{gif.relative_to(run.path).as_posix()}]({gif.relative_to(run.path).as_posix()})"
+        )
     parts += ["## Checkpoints", "\n".join(f"- `{p}`" for p in checkpoints(run.path)) or "none"]
     title, config = config_text(run.path)
     parts.append(f"## Config\n<details><summary>{title}</summary>\n\n```yaml\n{config}```\n</details>")
@@ -105,6 +109,11 @@ def render_html(run: Run) -> str:
         parts.append(h.details("Protocol", h.pre(json.dumps(proto, indent=2))))
     for title, files in pictures(run.path):
         parts += [f"<h2>{h.esc(title)}</h2>", "".join(h.figure(f, f.relative_to(run.path).as_posix()) for f in files)]
+    for gif in linked_only(run.path):  # too large to embed: a link, relative to the run dir
+        rel, mb = gif.relative_to(run.path).as_posix(), gif.stat().st_size / 1e6
+        parts.append(
+            f'<p>Samples over training: <a href="{h.esc(rel)}">{h.esc(rel)}</a> ({mb:.1f} MB, not embedded)</p>'
+        )
     parts += [
         "<h2>Checkpoints</h2>",
         "<ul>" + "".join(f"<li><code>{h.esc(p)}</code></li>" for p in checkpoints(run.path)),
