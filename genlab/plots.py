@@ -66,7 +66,7 @@ def read_quality_log(path: Path) -> dict[str, Series]:
             continue
         record = json.loads(line)
         for key, value in record.items():
-            if key not in ("epoch", "step") and isinstance(value, int | float) and not isinstance(value, bool):
+            if key not in ("epoch", "step", "seed") and isinstance(value, int | float) and not isinstance(value, bool):
                 curves[key][record.get("split", "?")].append((float(record.get("epoch", math.nan)), float(value)))
     return curves
 

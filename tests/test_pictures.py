@@ -1,6 +1,7 @@
 """The picture callbacks: each writes its file on a tiny `debug=fast` run (size checked, pixels not constant),
 is skipped with one log line for a model without the capability, and the pieces behave as documented."""
 
+import json
 import logging
 import types
 from pathlib import Path
@@ -226,3 +227,11 @@ def test_costly_pictures_come_at_the_end_unless_a_cadence_is_set():
             callback.on_train_epoch_end(types.SimpleNamespace(current_epoch=epoch), None)
         callback.on_train_end(types.SimpleNamespace(current_epoch=5), None)
         assert callback.drawn == expected
+
+
+def test_quality_curves_leave_out_the_record_fields(tmp_path):
+    log = tmp_path / "sample_quality.jsonl"
+    records = [{"split": "val", "epoch": e, "step": 10 * e, "seed": 1234 + 1000 * e, "cfid": 9.0 - e} for e in (0, 1)]
+    log.write_text("\n".join(json.dumps(r) for r in records))
+    curves = plots.read_quality_log(log)
+    assert sorted(curves) == ["cfid"] and curves["cfid"]["val"] == [(0.0, 9.0), (1.0, 8.0)]
