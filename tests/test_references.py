@@ -11,21 +11,9 @@ from genlab.metrics import QualityMetrics, classifier, keys
 from genlab.metrics.cache import dataset_key
 from genlab.metrics.reference import reference_path
 from genlab.utils.images import uint8_to_model
+from tests.test_metrics import _Samples as _Images  # a stand-in model serving given images
 
 SETTINGS = {"epochs": 1, "min_steps": 20, "width": 8}
-
-
-class _Images:
-    """A stand-in model whose `sample(n)` serves the given images `[N, C, H, W]` in [-1, 1] in order."""
-
-    device = torch.device("cpu")
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images, self.i = images, 0
-
-    def sample(self, n: int, y=None) -> torch.Tensor:
-        self.i += n
-        return self.images[self.i - n : self.i]
 
 
 def quality_metrics(cache) -> QualityMetrics:
