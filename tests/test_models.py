@@ -158,11 +158,11 @@ def test_vae_reduction_mean_weights_kl_more():
         vae = tiny_vae(reduction=reduction)
         vae.log_dict = lambda d, **kw: logs.__setitem__(reduction, d)  # noqa: B023
         torch.manual_seed(1)
-        vae._step((x, None), "train")
+        vae._step((x, None), "val")
     s, m = logs["sum"], logs["mean"]
-    torch.testing.assert_close(s["train/recon"], m["train/recon"] * 64)  # 64 = C*H*W
-    torch.testing.assert_close(s["train/kl"], m["train/kl"])
-    torch.testing.assert_close(s["train/nelbo"], m["train/nelbo"])  # the reported ELBO does not depend on it
+    torch.testing.assert_close(s["val/recon"], m["val/recon"] * 64)  # 64 = C*H*W
+    torch.testing.assert_close(s["val/kl"], m["val/kl"])
+    torch.testing.assert_close(s["val/nelbo"], m["val/nelbo"])  # the reported ELBO does not depend on it
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
+from genlab.models.train_log import TrainLog
 from genlab.utils.seeds import derive_seed
 
 
@@ -55,6 +56,7 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
         self.register_buffer("fixed_noise", z.repeat(rows, *[1] * len(self.latent_shape)) if self.num_classes else z)
         labels = torch.arange(rows).repeat_interleave(per_row) if self.num_classes else torch.empty(0)
         self.register_buffer("fixed_labels", labels.long())
+        self.train_log = TrainLog()
 
     # -- noise ---------------------------------------------------------------------------------------------
     # Training's z comes from `noise`, reseeded at each batch from (seed, rank, epoch, batch index); evaluation's
@@ -86,10 +88,34 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["genlab_noise_seed"] = self.noise_seed
+        checkpoint["genlab_train_log"] = self.train_log.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("genlab_noise_seed") is not None:
             self.noise_seed = checkpoint["genlab_noise_seed"]
+        if checkpoint.get("genlab_train_log") is not None:
+            self.train_log.load_state_dict(checkpoint["genlab_train_log"])
+
+    # -- training scalars (genlab.models.train_log) ---------------------------------------------------------
+    def log_train(self, values: dict[str, Tensor | float], batch_size: int, prog_bar: bool = False) -> None:
+        """`values` as `train/<name>_step` on the batches Lightning writes logs, and `train/<name>_epoch` (the
+        epoch mean) on the epoch's last batch: the keys of `log(on_step=True, on_epoch=True)`, cheaply."""
+        values = {f"train/{k}": v for k, v in values.items()}
+        self.train_log.add(values, batch_size)
+        if self.trainer._logger_connector.should_update_logs:  # Lightning's own test, as its callbacks use it
+            step = {f"{k}_step": v for k, v in self.train_log.last.items()}  # the latest value of each key
+            self.log_dict(step, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size)
+        if self.trainer.fit_loop.epoch_loop.batch_idx + 1 >= self.trainer.num_training_batches:
+            self.flush_train_log()
+
+    def flush_train_log(self) -> None:
+        """Log the epoch means kept so far as `<key>_epoch` (an epoch ended early calls this too)."""
+        means = self.train_log.pop_means()
+        if means:
+            self.log_dict({f"{k}_epoch": v for k, v in means.items()}, on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.flush_train_log()  # an epoch stopped before its last batch (a signal, max_steps)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Prior samples `[n, *latent_shape]` on the module's device. Steps pass `step_noise()` (per rank and

@@ -103,6 +103,7 @@ class GAN(GenerativeModule):
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = DiscriminatorHeads(discriminator, self.num_classes)
+        self._d_batch_stats = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
         self.optimizer_g, self.optimizer_d, self.lr_g, self.lr_d = optimizer_g, optimizer_d, lr_g, lr_d
         self.scheduler_g, self.scheduler_d, self.scheduler_interval = scheduler_g, scheduler_d, scheduler_interval
@@ -138,6 +139,7 @@ class GAN(GenerativeModule):
         super().on_train_batch_start(batch, batch_idx)  # reseeds the training noise
         if self._max_g_steps is not None and 0 <= self._max_g_steps <= self.steps["g"]:
             self.trainer.should_stop = True
+            self.flush_train_log()  # the epoch ends here, before its last batch
             return -1  # ends the epoch; should_stop ends the fit
         return None
 
@@ -155,8 +157,8 @@ class GAN(GenerativeModule):
             if self.scheduler_interval == "g_step":
                 self._step_schedulers()
         self.steps["batches"] += 1
-        logs |= {"train/g_steps": float(self.steps["g"]), "train/d_steps": float(self.steps["d"])}
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        logs |= {"g_steps": float(self.steps["g"]), "d_steps": float(self.steps["d"])}
+        self.log_train(logs, x.shape[0])
 
     def _step_player(self, player: str, opt: Optimizer, loss_fn: Callable, x: Tensor, y: Tensor) -> dict:
         with self.toggled_optimizer(opt):
@@ -167,9 +169,10 @@ class GAN(GenerativeModule):
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip[player], gradient_clip_algorithm="norm")
             opt.step()
         self.steps[player] += 1
-        return {f"train/{k}": v.detach() for k, v in logs.items()}
+        return {k: v.detach() for k, v in logs.items()}
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.scheduler_interval == "epoch":
             self._step_schedulers()
 
@@ -214,7 +217,7 @@ class GAN(GenerativeModule):
         with torch.no_grad():
             fake, y_fake = self._fake(x.shape[0])
         real_in, fake_in = self._noisy(x), self._noisy(fake)
-        (real_out, real_aux), (fake_out, fake_aux) = self.discriminator(real_in), self.discriminator(fake_in)
+        (real_out, real_aux), (fake_out, fake_aux) = self._score_both(real_in, fake_in)
         loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
         logs = self._diagnostics(real_out, fake_out)
         critic = lambda v: self.discriminator(v)[0]  # noqa: E731
@@ -227,6 +230,16 @@ class GAN(GenerativeModule):
             logs |= {"aux_acc_real": _accuracy(real_aux, y), "aux_acc_fake": _accuracy(fake_aux, y_fake)}
         logs["d_loss"] = loss
         return loss, logs
+
+    def _score_both(self, real: Tensor, fake: Tensor) -> tuple[tuple[Tensor, Tensor | None], ...]:
+        """D on the real and the generated batch. Without batch statistics in D (no BatchNorm), one forward
+        over both concatenated is the same computation per sample in fewer, larger matrix products
+        (`docs/benchmarks.md`); with BatchNorm, two forwards keep each batch's own statistics."""
+        if self._d_batch_stats:
+            return self.discriminator(real), self.discriminator(fake)
+        out, aux = self.discriminator(torch.cat([real, fake]))
+        n = real.shape[0]
+        return (out[:n], None if aux is None else aux[:n]), (out[n:], None if aux is None else aux[n:])
 
     def generator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         fake, y_fake = self._fake(x.shape[0])

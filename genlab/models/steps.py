@@ -22,17 +22,13 @@ class SplitSteps:
         self._step(batch, "test", batch_idx)
 
     def log_split(self, split: str, values: dict[str, Tensor], batch_size: int) -> None:
-        """Log `values` as `split/name`: per step and epoch in training (on the progress bar), per epoch and
-        synced across ranks for val and test."""
-        train = split == "train"
-        self.log_dict(
-            {f"{split}/{name}": value for name, value in values.items()},
-            prog_bar=train,
-            on_step=train,
-            on_epoch=True,
-            sync_dist=not train,
-            batch_size=batch_size,
-        )
+        """Log `values` as `split/name`: per step and epoch in training (on the progress bar; see
+        `GenerativeModule.log_train`), per epoch and synced across ranks for val and test."""
+        if split == "train":
+            self.log_train(values, batch_size, prog_bar=True)
+            return
+        values = {f"{split}/{name}": value for name, value in values.items()}
+        self.log_dict(values, on_epoch=True, sync_dist=True, batch_size=batch_size)
 
 
 def optimizers(
