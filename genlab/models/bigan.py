@@ -52,7 +52,10 @@ class BiGAN(GAN):
         real_out, _ = self.discriminator(self._noisy(x), code)
         fake_out, _ = self.discriminator(self._noisy(fake), z)
         loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
-        return loss, self._diagnostics(real_out, fake_out) | {"d_loss": loss}
+        logs = self._diagnostics(real_out, fake_out) | {"d_loss": loss}
+        if not self.training:  # evaluation: G and E's loss from the same scores (see GAN.discriminator_loss)
+            logs["g_loss"] = self.objective.d_loss(fake_out, real_out)
+        return loss, logs
 
     def generator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         real_out, fake_out = self._pairs(x)

@@ -229,6 +229,11 @@ class GAN(GenerativeModule):
             loss, logs["aux_loss"] = loss + self.aux_weight * aux, aux
             logs |= {"aux_acc_real": _accuracy(real_aux, y), "aux_acc_fake": _accuracy(fake_aux, y_fake)}
         logs["d_loss"] = loss
+        if not self.training:  # evaluation: G's loss from the same scores (saves a G and a D forward per batch)
+            g_loss = self.objective.g_loss(fake_out)
+            logs["g_loss"] = (
+                g_loss if fake_aux is None else g_loss + self.aux_weight * F.cross_entropy(fake_aux, y_fake)
+            )
         return loss, logs
 
     def _score_both(self, real: Tensor, fake: Tensor) -> tuple[tuple[Tensor, Tensor | None], ...]:
@@ -263,9 +268,9 @@ class GAN(GenerativeModule):
 
     # -- evaluation -------------------------------------------------------------------------------------
     def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
-        x, y = batch  # in eval mode: no penalty, instance noise, smoothing or flips
-        (_, d_logs), (_, g_logs) = self.discriminator_loss(x, y), self.generator_loss(x, y)
-        logs = {f"{split}/{k}": v.detach() for k, v in (d_logs | g_logs).items()}
+        x, y = batch  # in eval mode: no penalty, instance noise, smoothing or flips; g_loss included
+        _, d_logs = self.discriminator_loss(x, y)
+        logs = {f"{split}/{k}": v.detach() for k, v in d_logs.items()}
         self.log_dict(logs, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

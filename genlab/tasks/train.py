@@ -30,6 +30,7 @@ from genlab.utils.checkpoints import check_fits
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
 from genlab.utils.runner import save_run_config
+from genlab.utils.speed import compile_networks, set_threads
 from genlab.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=progress
     )
+    set_threads(cfg.get("threads", "auto"), trainer.num_devices if trainer.num_devices > 0 else 1)
+    if cfg.get("compile"):
+        log.info("torch.compile: %s (compiled at their first call)", ", ".join(compile_networks(model)))
 
     save_run_config(cfg, output_dir)  # the run has started: from here on the run dir is kept
     for logger in loggers:

@@ -14,6 +14,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import ConfigError
+from genlab.utils.speed import thread_count
 
 GROUPS = ("model", "data", "trainer", "callbacks", "logger", "guard")
 
@@ -76,6 +77,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"{missing[0]} has no value; it is required: set it, e.g. {missing[0]}=...")
     if cfg.get("seed") is not None and not _is_int(cfg.seed):
         raise ConfigError(f"seed={cfg.seed!r} is invalid; expected an integer or null")
+    thread_count(cfg.get("threads"), 1)  # raises on a bad value
+    if not isinstance(cfg.get("compile", False), bool):
+        raise ConfigError(f"compile={cfg.compile!r} is invalid; expected true or false")
     queue = [(group, cfg[group]) for group in GROUPS if isinstance(cfg.get(group), DictConfig)]
     while queue:
         path, node = queue.pop(0)

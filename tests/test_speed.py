@@ -1,0 +1,140 @@
+"""The engine's speed work keeps the maths and the records: cheap training logs give Lightning's own values,
+the joint D forward gives the two-forward loss and gradients, seeding and threads, and `compile`."""
+
+import csv
+from unittest import mock
+
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from genlab.callbacks.state import seed_all
+from genlab.data import DigitsDataModule
+from genlab.errors import ConfigError
+from genlab.models.train_log import TrainLog
+from genlab.utils import speed
+from tests.test_models import make_trainer, tiny_gan
+
+
+class _Reference(type(tiny_gan())):
+    """Also logs every training scalar the way Lightning does it itself (`ref/...`, on_step and on_epoch)."""
+
+    def log_train(self, values, batch_size, prog_bar=False):
+        super().log_train(values, batch_size, prog_bar)
+        ref = {f"ref/{k}": v.detach() if torch.is_tensor(v) else float(v) for k, v in values.items()}
+        self.log_dict(ref, on_step=True, on_epoch=True, batch_size=batch_size)
+
+
+def test_training_logs_equal_lightnings_own_step_and_epoch_values(tmp_path):
+    model = tiny_gan()
+    model.__class__ = _Reference
+    model.schedule = type(model.schedule)(n_critic=3)  # g_loss on every third batch only: its own count
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=7, limit_val_batches=0, log_every_n_steps=2)
+    trainer.loggers = [logger]
+    trainer.fit(model, datamodule=DigitsDataModule(image_size=8, channels=1, batch_size=32))
+    logger.finalize("success")
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines()))
+    compared = 0
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("train/") and value:
+                ref = row[key.replace("train/", "ref/", 1)]
+                assert ref, f"{key} logged at step {row['step']} where Lightning logged nothing"
+                assert float(value) == pytest.approx(float(ref), rel=1e-6, abs=1e-7), (key, row["step"])
+                compared += 1
+        for key, value in row.items():
+            if key.startswith("ref/") and value:
+                assert row[key.replace("ref/", "train/", 1)], f"{key} at step {row['step']} missing from train/"
+    epoch_keys = {k for r in rows for k, v in r.items() if v and k.startswith("train/") and k.endswith("_epoch")}
+    assert {"train/d_loss_epoch", "train/g_loss_epoch"} <= epoch_keys
+    assert compared > 20
+
+
+def test_train_log_means_per_key_and_resume_state():
+    log = TrainLog()
+    log.add({"a": torch.tensor(1.0), "b": 5.0}, batch_size=2)
+    log.add({"a": torch.tensor(4.0)}, batch_size=1)
+    restored = TrainLog()
+    restored.load_state_dict(log.state_dict())
+    assert float(restored.last["a"]) == 4.0
+    means = restored.pop_means()
+    assert float(means["a"]) == pytest.approx((1 * 2 + 4 * 1) / 3) and float(means["b"]) == 5.0
+    assert restored.pop_means() == {}
+
+
+@pytest.mark.parametrize("loss", ["wasserstein", "bce"])
+def test_joint_discriminator_forward_gives_the_two_forward_loss_and_gradients(loss):
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    grads, losses = [], []
+    for joint in (True, False):
+        torch.manual_seed(0)
+        model = tiny_gan(loss=loss)
+        model.noise.manual_seed(1)
+        assert not model._d_batch_stats  # the tiny D has no BatchNorm: the joint forward applies
+        model._d_batch_stats = not joint
+        value, _ = model.discriminator_loss(x, None)
+        value.backward()
+        losses.append(value.detach())
+        grads.append([p.grad.clone() for p in model.discriminator.parameters()])
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_discriminator_with_batch_norm_scores_each_batch_on_its_own():
+    from genlab.nets import MLPEncoder
+
+    model = tiny_gan()
+    model2 = type(model)(
+        generator=model.generator,
+        discriminator=MLPEncoder(1, 8, hidden_dims=[32], activation="leaky_relu", norm="batch"),
+        latent_dim=8,
+        optimizer_g=torch.optim.SGD,
+        optimizer_d=torch.optim.SGD,
+    )
+    assert model2._d_batch_stats
+    calls = []
+    model2.discriminator.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    model2.discriminator_loss(torch.rand(16, 1, 8, 8) * 2 - 1, None)
+    assert calls == [16, 16]
+
+
+def test_evaluation_g_loss_is_the_generator_loss_on_the_same_noise():
+    model = tiny_gan(loss="wasserstein").eval()
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    model.eval_noise.manual_seed(3)
+    _, logs = model.discriminator_loss(x, None)
+    model.eval_noise.manual_seed(3)
+    g_loss, _ = model.generator_loss(x, None)
+    torch.testing.assert_close(logs["g_loss"], g_loss)
+
+
+def test_cpu_seeding_leaves_cuda_alone_and_seeds_torch():
+    with mock.patch("torch.cuda.manual_seed_all", side_effect=AssertionError("CUDA seeded on a CPU run")):
+        seed_all(123)
+        a = torch.rand(3)
+        seed_all(123)
+        assert torch.equal(a, torch.rand(3))
+    assert torch.initial_seed() == 123
+
+
+def test_thread_count(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(speed, "usable_cores", lambda: 2)
+    assert speed.thread_count("auto", 1) == 2
+    assert speed.thread_count("auto", 2) == 1  # two CPU-DDP ranks on 2 cores: one thread each
+    assert speed.thread_count("auto", 4) == 1
+    assert speed.thread_count(3, 2) == 3 and speed.thread_count(None, 2) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert speed.thread_count("auto", 2) is None  # the user's OMP_NUM_THREADS wins
+    for bad in (0, -1, "many", 1.5, True):
+        with pytest.raises(ConfigError, match=r"threads=.* expected auto, a positive integer or null"):
+            speed.thread_count(bad, 1)
+
+
+def test_compile_keeps_parameter_names():
+    model = tiny_gan()
+    before = list(model.state_dict())
+    assert speed.compile_networks(model) == ["generator", "discriminator"]
+    assert list(model.state_dict()) == before  # checkpoints load into an uncompiled model and back
