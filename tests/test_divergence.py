@@ -49,6 +49,7 @@ def test_nan_in_a_gan_step_names_the_discriminator(tmp_path):
 
 def test_last_good_checkpoint_is_never_overwritten_by_a_nonfinite_state(tmp_path):
     poison = ["+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=1"]
+    poison.append("callbacks.last_checkpoint.min_interval_s=0")  # a write at every epoch end: the guard sees it
     with pytest.raises(
         DivergenceError,
         match=r"non-finite value nan in state_dict\..* \(checkpoint not written\); "

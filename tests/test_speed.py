@@ -138,3 +138,24 @@ def test_compile_keeps_parameter_names():
     before = list(model.state_dict())
     assert speed.compile_networks(model) == ["generator", "discriminator"]
     assert list(model.state_dict()) == before  # checkpoints load into an uncompiled model and back
+
+
+@pytest.mark.parametrize(("min_interval_s", "max_steps", "saves"), [(3600, -1, 2), (0, -1, 4), (3600, 9, 2)])
+def test_last_checkpoint_cadence_keeps_the_final_state(tmp_path, min_interval_s, max_steps, saves):
+    from genlab.callbacks import LastCheckpoint
+
+    written = []
+
+    class Counting(LastCheckpoint):
+        def _save_checkpoint(self, trainer, filepath):
+            super()._save_checkpoint(trainer, filepath)
+            written.append(trainer.global_step)
+
+    last = Counting(dirpath=tmp_path / "ckpt", filename="last", min_interval_s=min_interval_s)
+    model = tiny_gan()
+    trainer = make_trainer(tmp_path, max_epochs=4, max_steps=max_steps, limit_train_batches=4, limit_val_batches=0)
+    trainer.callbacks.append(last)
+    trainer.fit(model, datamodule=DigitsDataModule(image_size=8, channels=1, batch_size=32))
+    assert len(written) == saves, written
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == trainer.global_step == written[-1]  # the end of the fit is always written

@@ -1,4 +1,4 @@
-from genlab.callbacks.checkpoint import Checkpoint
+from genlab.callbacks.checkpoint import Checkpoint, LastCheckpoint
 from genlab.callbacks.config import StoreConfig
 from genlab.callbacks.guard import DivergenceGuard
 from genlab.callbacks.images import Reconstructions, SampleGrid
@@ -10,6 +10,7 @@ from genlab.callbacks.summary import RunSummary
 
 __all__ = [
     "Checkpoint",
+    "LastCheckpoint",
     "CodebookUsage",
     "DivergenceGuard",
     "Interruption",
