@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 
 from genlab.data import Augment, DigitsDataModule
 from genlab.data.augment import NOISES, gaussian_noise, poisson_noise, salt_pepper_noise
@@ -150,3 +151,43 @@ def test_samples_of_another_image_size_are_refused(autoencoder_run):
 def test_augment_dataclass_takes_one_kind_as_a_string():
     assert Augment(noise="poisson").noise == ("poisson",) and Augment(noise="poisson").active
     assert not Augment(noise=["poisson"], copies=0).active
+
+
+# ------------------------------------------------------------------------------------------- the limited_data_gan study
+
+
+def study_arms() -> list[str]:
+    """The arms of the limited_data_gan sweep, in job order."""
+    cfg = compose_cfg(["experiment=limited_data_gan"])
+    return [arm.strip() for arm in cfg.hydra.sweeper.params.variant.split(",")]
+
+
+def test_limited_data_gan_arms_train_on_what_the_study_says(tmp_path):
+    """Each arm's composed config (real sizes, MNIST) and, on digits at the study's debug=fast sizes, the exact
+    training set its datamodule builds: autoencoders first, each GAN-on-samples arm reading its own autoencoder."""
+    arms = study_arms()
+    assert arms[:3] == [f"limited_data_gan/autoencoder_depth{d}" for d in (1, 2, 3)] and len(arms) == 9
+    sizes = {}
+    for job, arm in enumerate(arms):
+        cfg = compose_cfg(["experiment=limited_data_gan", f"variant={arm}"], output_dir=tmp_path / str(job))
+        model = cfg.model._target_.rsplit(".", 1)[1]
+        assert (model, cfg.data.dataset) == (("Autoencoder" if "autoencoder_" in arm else "GAN"), "mnist")
+        assert cfg.data.subset == (None if arm.endswith("/full") else 5000)
+        if "autoencoder_" in arm:
+            assert cfg.model.encoder.hidden_dims.depth == int(arm[-1])
+        if "gan_ae_depth" in arm:  # the samples of the autoencoder of the same depth: its job's run dir
+            assert cfg.data.augment.generated == 5000
+            assert (
+                cfg.data.augment.run_dir == f"{cfg.hydra.sweep.dir}/{arms.index(arm.replace('gan_ae', 'autoencoder'))}"
+            )
+        if "autoencoder_" not in arm:
+            assert cfg.trainer.max_steps == 15000 and cfg.trainer.max_epochs == -1  # the same G-step budget for all
+        if "gan_ae_depth" not in arm:  # (samples need a trained autoencoder: see test_a_trained_models_samples_...)
+            fast = compose_cfg(["experiment=limited_data_gan", f"variant={arm}", "debug=fast", "data=digits"])
+            dm = instantiate(fast.data)
+            dm.setup("fit")
+            sizes[arm.split("/")[1]] = len(dm.data_train)
+            if not arm.endswith("/full"):  # the first 40 images of the file, then their noisy copies
+                assert torch.equal(dm.data_train.images[:40], dm.load("train").images[:40])
+    # debug=fast sizes: 40 real images (the digits file has 1,438; the full set 1,294 after validation)
+    assert sizes == {**{f"autoencoder_depth{d}": 40 for d in (1, 2, 3)}, "full": 1294, "first_n": 40, "noisy": 160}
