@@ -177,9 +177,8 @@ def test_limited_data_gan_arms_train_on_what_the_study_says(tmp_path):
             assert cfg.model.encoder.hidden_dims.depth == int(arm[-1])
         if "gan_ae_depth" in arm:  # the samples of the autoencoder of the same depth: its job's run dir
             assert cfg.data.augment.generated == 5000
-            assert (
-                cfg.data.augment.run_dir == f"{cfg.hydra.sweep.dir}/{arms.index(arm.replace('gan_ae', 'autoencoder'))}"
-            )
+            ae_job = arms.index(arm.replace("gan_ae", "autoencoder"))  # a sibling of this job's run dir
+            assert cfg.data.augment.run_dir == f"{tmp_path / str(job)}/../{ae_job}"
         if "autoencoder_" not in arm:
             assert cfg.trainer.max_steps == 15000 and cfg.trainer.max_epochs == -1  # the same G-step budget for all
         if "gan_ae_depth" not in arm:  # (samples need a trained autoencoder: see test_a_trained_models_samples_...)
