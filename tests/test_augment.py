@@ -1,6 +1,7 @@
 """data.augment: noisy copies of the training images and a trained model's samples, added to the training set only."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -140,6 +141,27 @@ def test_a_trained_models_samples_join_the_real_training_images(autoencoder_run)
     assert torch.equal(dm.reference("val").images, real.reference("val").images)  # validation stays real
     x, y = next(iter(dm.train_dataloader()))
     assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+
+
+def test_a_conditional_models_samples_carry_the_class_they_were_drawn_for(monkeypatch):
+    class Conditional(torch.nn.Module):
+        """Stands in for a conditional generator: image i is filled with the grey level of its label."""
+
+        num_classes, device = 10, torch.device("cpu")
+
+        def sample(self, n, y=None):
+            return (y.float() / 9 * 2 - 1).view(n, 1, 1, 1).expand(n, 1, 16, 16)
+
+    opened = []
+    monkeypatch.setattr(
+        "genlab.runs.open_run", lambda **kw: opened.append(kw) or SimpleNamespace(model=Conditional(), checkpoint="x")
+    )
+    dm = digits(augment={"generated": 25, "run_dir": "some/run", "ckpt": "last"})
+    dm.setup("fit")
+    images, labels = dm.data_train.images[50:], dm.data_train.labels[50:]
+    assert opened == [{"run_dir": "some/run", "ckpt": "last"}]
+    assert torch.equal(labels, torch.arange(25) % 10)  # class-balanced, as genlab.sample draws them
+    assert torch.equal(images[:, 0, 0, 0], (labels * 255 / 9).round().to(torch.uint8))  # each image, its own label
 
 
 def test_samples_of_another_image_size_are_refused(autoencoder_run):

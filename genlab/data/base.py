@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from genlab.data.augment import Augment, as_augment, augmented
 from genlab.data.sampler import EpochShuffle, ResumableDataLoader
+from genlab.data.splits import seeded_split, subset_split  # noqa: F401  (seeded_split: used by the datasets)
 from genlab.errors import ConfigError
 from genlab.utils.images import uint8_to_model
 
@@ -87,31 +88,6 @@ def in_memory(dataset: Dataset, batch_size: int = 256) -> tuple[Tensor, Tensor]:
         return dataset.images, dataset.labels
     parts = list(DataLoader(dataset, batch_size=batch_size))
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
-
-
-def seeded_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Split range(n) into (kept, held_out) index tensors; both sorted, held_out is `fraction` of n."""
-    n_held = int(round(n * fraction))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_held:].sort().values, perm[:n_held].sort().values
-
-
-def subset_split(n: int, subset: int, fraction: float, seed: int) -> tuple[Tensor, Tensor, int]:
-    """(train, held_out, short) indices of range(n) for a model trained on the first `subset` images.
-
-    held_out is `round(n * fraction)` images drawn (seed) from the rest, range(subset, n), and train is
-    range(subset). When the rest is shorter than that, all of it is held out and the `short` missing images
-    come out of range(subset) (drawn as `seeded_split` draws them, so subset=n splits exactly as no subset).
-    """
-    n_held, rest = int(round(n * fraction)), n - subset
-    generator = torch.Generator().manual_seed(seed)
-    if rest >= n_held:
-        return torch.arange(subset), subset + torch.randperm(rest, generator=generator)[:n_held].sort().values, 0
-    short = n_held - rest
-    taken = torch.randperm(subset, generator=generator)[:short]
-    keep = torch.ones(subset, dtype=torch.bool)
-    keep[taken] = False
-    return torch.arange(subset)[keep], torch.cat([taken.sort().values, torch.arange(subset, n)]), short
 
 
 class GenDataModule(L.LightningDataModule, ABC):
