@@ -80,8 +80,8 @@ CONFIG_CASES = {
     ),
     "too small to train": (
         ["model=gan", "data.subset=1"],
-        "the training set has 1 image with data.subset=1 after holding out val_fraction=0.1: too small to train on; "
-        "expected at least 2 (raise data.subset or lower data.val_fraction)",
+        "the training set has 1 image with data.subset=1: too small to train on; expected at least 2 (raise "
+        "data.subset)",
     ),
     "batch of one with BatchNorm": (
         ["model=gan", "data.batch_size=1"],
@@ -90,8 +90,7 @@ CONFIG_CASES = {
     ),
     "subset larger than data": (
         ["data.subset=100000"],
-        "data.subset=100000 is larger than the training set (1294 images after holding out val_fraction=0.1); "
-        "expected at most 1294 or null",
+        "data.subset=100000 is larger than the training file (1438 images); expected at most 1438 or null",
     ),
     "required value missing": (
         ["data=image_folder"],
@@ -191,8 +190,7 @@ def test_batch_larger_than_the_data_is_reduced_with_one_warning(tmp_path, caplog
     train(compose_cfg([*FAST, *TINY_VAE, "data.subset=10", "data.batch_size=64", "test=false"], output_dir=tmp_path))
     warnings = [r.getMessage() for r in caplog.records if "batch_size" in r.getMessage()]
     assert warnings == [
-        "data.batch_size=64 is larger than the training set (10 images with data.subset=10 after holding out "
-        "val_fraction=0.1): training on batches of 10"
+        "data.batch_size=64 is larger than the training set (10 images with data.subset=10): training on batches of 10"
     ]
 
 

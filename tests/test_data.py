@@ -279,12 +279,21 @@ def test_dsprites_all_factors(tmp_path):
 
 
 @pytest.mark.parametrize("name", IDENTIFIABLE)
-def test_subset_is_the_first_training_images(tmp_path, name):
+def test_subset_is_the_first_training_images_and_validation_comes_from_the_rest(tmp_path, name):
     dm, _ = build(name, tmp_path, subset=5, val_fraction=0.2, split_seed=3)
     dm.setup("fit")
-    pool, val = ids(name, dm.load("train")), set(ids(name, dm.data_val))
-    assert len(val) == round(len(pool) * 0.2) and val <= set(pool)
-    assert ids(name, dm.data_train) == [i for i in pool if i not in val][:5]
+    pool = ids(name, dm.load("train"))  # the training file, in file order
+    if name in ("mnist", "fashion_mnist", "cifar10"):
+        assert pool == list(range(len(pool)))  # the fake files number their images in order
+    assert ids(name, dm.data_train) == pool[:5]  # exactly the first 5, all of them trained on
+    val = ids(name, dm.data_val)
+    assert len(val) == round(len(pool) * 0.2)  # a full-size validation set ...
+    assert set(val) <= set(pool[5:]) and len(set(val)) == len(val)  # ... held out of the rest of the file
+    again, _ = build(name, tmp_path, write=False, subset=5, val_fraction=0.2, split_seed=3)
+    other, _ = build(name, tmp_path, write=False, subset=5, val_fraction=0.2, split_seed=4)
+    again.setup("fit")
+    other.setup("fit")
+    assert ids(name, again.data_val) == val and set(ids(name, other.data_val)) != set(val)  # drawn by split_seed
     x, _ = next(iter(dm.train_dataloader()))
     assert len(x) == 5  # fewer images than batch_size: one partial batch, not dropped
 
@@ -297,15 +306,54 @@ def test_subset_celeba_takes_the_first_official_training_images(tmp_path):
     assert [p.name for p in dm.data_val.files] == sorted(n for n, p in source["split"].items() if p == 1)
 
 
-def test_subset_digits_is_a_prefix_of_the_full_training_set():
+def test_subset_digits_trains_on_the_first_images_and_validates_on_as_many_as_without_subset():
     full, _ = build("digits", Path("unused"), split_seed=5)
     part, _ = build("digits", Path("unused"), split_seed=5, subset=37)
     full.setup("fit")
     part.setup("fit")
-    assert len(part.data_train) == 37
-    assert torch.equal(part.data_train.images, full.data_train.images[:37])
-    assert torch.equal(part.data_train.labels, full.data_train.labels[:37])
-    assert torch.equal(part.data_val.images, full.data_val.images)
+    file = part.load("train")
+    assert torch.equal(part.data_train.images, file.images[:37])
+    assert torch.equal(part.data_train.labels, file.labels[:37])
+    assert len(part.data_val) == len(full.data_val) == round(len(file) * 0.1)
+    first = {bytes(img.numpy()) for img in file.images[:37]}
+    assert not first & {bytes(img.numpy()) for img in part.data_val.images}  # none of the 37 is a validation image
+    # the whole file as a subset: the same split as no subset
+    whole, _ = build("digits", Path("unused"), split_seed=5, subset=len(file))
+    whole.setup("fit")
+    assert torch.equal(whole.data_train.images, full.data_train.images)
+    assert torch.equal(whole.data_val.images, full.data_val.images)
+
+
+def test_subset_without_room_for_validation_takes_the_rest_from_the_subset_and_says_so(caplog):
+    dm, _ = build("digits", Path("unused"), subset=1400, val_fraction=0.1, split_seed=2)
+    with caplog.at_level("WARNING", logger="genlab.data.base"):
+        dm.setup("fit")
+    file = dm.load("train")  # 1438 images: 38 after the first 1400, 144 validation images wanted
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "data.subset=1400 leaves 38 of the 1438 images of the training file for validation, fewer than "
+        "val_fraction=0.1 asks (144): the other 106 come out of the first 1400, which leaves 1294 for training"
+    ]
+    key = lambda images: {bytes(img.numpy()) for img in images}  # noqa: E731
+    val, train = key(dm.data_val.images), key(dm.data_train.images)
+    assert len(dm.data_val) == 144 and len(dm.data_train) == 1294 and not val & train
+    assert key(file.images[1400:]) <= val and train <= key(file.images[:1400])
+
+
+def test_subset_larger_than_the_file_is_refused():
+    dm, _ = build("digits", Path("unused"), subset=1439)
+    with pytest.raises(ConfigError, match=r"^data.subset=1439 is larger than the training file \(1438 images\); "):
+        dm.setup("fit")
+
+
+def test_the_classifier_pool_does_not_depend_on_subset():
+    """The dataset classifier (a metric) learns from the training file minus the validation images of a run
+    without subset, for every subset: runs on 37 images and on all of them are scored by one classifier."""
+    full, _ = build("digits", Path("unused"), split_seed=5)
+    part, _ = build("digits", Path("unused"), split_seed=5, subset=37)
+    full.setup("fit")
+    assert torch.equal(part.train_pool().images, full.data_train.images)
+    assert part.pool_holdout == full.pool_holdout and part.holdout != full.holdout  # the val reference differs
 
 
 @pytest.mark.parametrize("name", IDENTIFIABLE)

@@ -83,18 +83,22 @@ def test_the_dataset_classifier_learns_from_the_training_images_only(tmp_path, m
     )
     settings = classifier.ClassifierSettings(**SETTINGS)
     dm = DigitsDataModule(image_size=16, channels=1, val_fraction=0.1, split_seed=3, subset=100)
-    _, info = classifier.cached_classifier(dataset_key(dm), dm, tmp_path, settings)
+    _, info = classifier.cached_classifier(dataset_key(dm, whole_file=True), dm, tmp_path, settings)
     pool = dm.load("train")
     kept, held_out = seeded_split(len(pool), 0.1, seed=3)
-    # the training file minus the validation images (all of them: `subset` limits the model's training only)
+    # the training file minus the validation images of a run without subset (whatever `subset` says: the classifier
+    # is a metric, one per dataset and hold-out, not the model's data)
     assert torch.equal(seen[0], pool.images[kept]) and info["n_train"] == len(kept) == 1438 - 144
-    dm.setup("fit")
-    assert torch.equal(pool.images[held_out], dm.data_val.images)  # what it did not see is the val reference
+    whole = DigitsDataModule(image_size=16, channels=1, val_fraction=0.1, split_seed=3)
+    whole.setup("fit")
+    assert torch.equal(pool.images[held_out], whole.data_val.images)  # what it did not see is the val reference
+    _, whole_info = classifier.cached_classifier(dataset_key(whole), whole, tmp_path, settings)
+    assert whole_info["path"] == info["path"] and len(seen) == 1  # one classifier for every subset
     # the cache key follows the hold-out: another split seed or val_fraction trains (and caches) another one
     for changed in ({"split_seed": 4}, {"val_fraction": 0.2}):
         other = DigitsDataModule(image_size=16, channels=1, **{"val_fraction": 0.1, "split_seed": 3, **changed})
         _, other_info = classifier.cached_classifier(dataset_key(other), other, tmp_path, settings)
         assert other_info["path"] != info["path"]
     assert len(seen) == 3 and len(seen[2]) == 1438 - round(1438 * 0.2)
-    classifier.cached_classifier(dataset_key(dm), dm, tmp_path, settings)
+    classifier.cached_classifier(dataset_key(dm, whole_file=True), dm, tmp_path, settings)
     assert len(seen) == 3  # the first one again: read from the cache

@@ -1,3 +1,4 @@
+from genlab.data.augment import Augment
 from genlab.data.base import GenDataModule, ImageTensorDataset, collate
 from genlab.data.digits import DigitsDataModule
 from genlab.data.dsprites import DSpritesDataModule
@@ -5,6 +6,7 @@ from genlab.data.files import CelebADataModule, ImageFileDataset, ImageFolderDat
 from genlab.data.torchvision_sets import TorchvisionDataModule
 
 __all__ = [
+    "Augment",
     "CelebADataModule",
     "DSpritesDataModule",
     "DigitsDataModule",

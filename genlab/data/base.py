@@ -6,7 +6,7 @@ Batches are `(x, y)`: `x` float32 `[B, C, H, W]` in [-1, 1]; `y` long `[B]` (-1 
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import lightning.pytorch as L
@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from genlab.data.augment import Augment, as_augment, augmented
 from genlab.data.sampler import EpochShuffle, ResumableDataLoader
+from genlab.data.splits import seeded_split, subset_split  # noqa: F401  (seeded_split: used by the datasets)
 from genlab.errors import ConfigError
 from genlab.utils.images import uint8_to_model
 
@@ -80,15 +82,20 @@ def convert_channels(images: Tensor, channels: int) -> Tensor:
     raise ConfigError(f"data.channels={channels} is not supported for {c}-channel images; expected 1 or 3")
 
 
-def seeded_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Split range(n) into (kept, held_out) index tensors; both sorted, held_out is `fraction` of n."""
-    n_held = int(round(n * fraction))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_held:].sort().values, perm[:n_held].sort().values
+def in_memory(dataset: Dataset, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """All uint8 images `[N, C, H, W]` and labels of a dataset (decoded once if it reads files per item)."""
+    if isinstance(dataset, ImageTensorDataset):
+        return dataset.images, dataset.labels
+    parts = list(DataLoader(dataset, batch_size=batch_size))
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 
 class GenDataModule(L.LightningDataModule, ABC):
-    """Base datamodule: validation split, `subset`, loaders, and the size/label attributes models need.
+    """Base datamodule: validation split, `subset`, augmentation, loaders, and the size/label attributes models need.
+
+    `subset=N` trains on the first N images of the training file; the validation images are then drawn from the
+    rest of it (see `subset_split`). `augment` adds noisy copies and a trained model's samples to the training set
+    only (see genlab/data/augment.py).
 
     Subclasses implement `read(split)` for each split in `splits` (the splits on disk: "train" and "test", and
     "val" for datasets with an official validation split), returning a dataset of uint8 images with
@@ -111,6 +118,7 @@ class GenDataModule(L.LightningDataModule, ABC):
         class_names: list[str] | None = None,
         hflip: bool = False,
         shuffle_seed: int | None = None,
+        augment: "Augment | Mapping | None" = None,
     ) -> None:
         super().__init__()
         # the training order's seed; None: the global seed at construction (genlab seeds before building data)
@@ -128,7 +136,10 @@ class GenDataModule(L.LightningDataModule, ABC):
         # checkpoint (state_dict), so they follow the loader's position and resume exactly
         self.flips = torch.Generator().manual_seed(self.shuffle_seed % 2**63)
         self.val_fraction, self.subset, self.split_seed = val_fraction, subset, split_seed
+        self.augment = as_augment(augment)
         self.data_train = self.data_val = self.data_test = None
+        self._real_train: Dataset | None = None  # the real training images, before augmentation
+        self._short = 0  # validation images that `subset` left no room for in the rest of the file
 
     @property
     def official_val(self) -> bool:
@@ -149,15 +160,38 @@ class GenDataModule(L.LightningDataModule, ABC):
         """The whole `split` (one of `splits`): called by `load`, which has checked the name."""
 
     def _train_val(self, pool: Dataset) -> tuple[Tensor, Dataset | None]:
-        """(indices of `pool` kept for training, the validation dataset or None) before `subset`."""
+        """(indices of `pool` the model trains on, the validation dataset or None)."""
         if self.official_val:
-            return torch.arange(len(pool)), self.load("val")
-        train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
+            return torch.arange(self.subset or len(pool)), self.load("val")
+        if self.subset is None:
+            train_idx, val_idx = seeded_split(len(pool), self.val_fraction, self.split_seed)
+        else:
+            train_idx, val_idx, self._short = subset_split(len(pool), self.subset, self.val_fraction, self.split_seed)
+            if self._short:
+                log.warning(
+                    "data.subset=%d leaves %d of the %d images of the training file for validation, fewer than "
+                    "val_fraction=%s asks (%d): the other %d come out of the first %d, which leaves %d for training",
+                    self.subset,
+                    len(pool) - self.subset,
+                    len(pool),
+                    self.val_fraction,
+                    len(val_idx),
+                    self._short,
+                    self.subset,
+                    len(train_idx),
+                )
         return train_idx, pool.select(val_idx) if len(val_idx) else None
 
     @property
     def holdout(self) -> dict:
         """What divides the training file into training and validation images (part of cache keys)."""
+        if self.official_val:
+            return {"val": "official"}
+        return {**self.pool_holdout, **({"val_after_first": self.subset} if self.subset is not None else {})}
+
+    @property
+    def pool_holdout(self) -> dict:
+        """The hold-out that `train_pool` leaves out: the validation images of a run without `subset`."""
         if self.official_val:
             return {"val": "official"}
         return {"val_fraction": self.val_fraction, "split_seed": self.split_seed}
@@ -169,44 +203,58 @@ class GenDataModule(L.LightningDataModule, ABC):
         if split == "test":
             return self.load("test")
         if split == "val":
-            self.setup("fit")
+            self._hold_out()
             return self.data_val
         raise ConfigError(f"reference split {split!r} is not supported; expected one of: 'val', 'test'")
 
     def train_pool(self) -> Dataset:
-        """The training file minus the validation images, all of them whatever `subset` says: what the
-        dataset classifier learns from."""
+        """What the dataset classifier learns from: the training file minus the validation images of a run
+        without `subset`, whatever `subset` says. The classifier is a metric, not the model's data: one per
+        dataset and hold-out, so runs on different subsets are scored by the same classifier. (With a subset,
+        the validation images come from the rest of the file and may be among these: they only choose the
+        checkpoint; the reported figures use the test split, which the classifier never sees.)"""
         pool = self.load("train")
-        return pool.select(self._train_val(pool)[0])
+        if self.official_val:
+            return pool
+        return pool.select(seeded_split(len(pool), self.val_fraction, self.split_seed)[0])
+
+    def _hold_out(self) -> None:
+        """The real training images and the validation images (once)."""
+        if self._real_train is not None:
+            return
+        pool = self.load("train")
+        if self.subset is not None and self.subset > len(pool):
+            raise ConfigError(
+                f"data.subset={self.subset} is larger than the training file ({len(pool)} images); expected at most "
+                f"{len(pool)} or null"
+            )
+        train_idx, self.data_val = self._train_val(pool)
+        self._real_train = pool.select(train_idx)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is None:
-            pool = self.load("train")
-            train_idx, self.data_val = self._train_val(pool)
-            if self.subset is not None:
-                if self.subset > len(train_idx):
-                    raise ConfigError(
-                        f"data.subset={self.subset} is larger than the training set ({len(train_idx)} images"
-                        f"{self._held_out()}); expected at most {len(train_idx)} or null"
-                    )
-                train_idx = train_idx[: self.subset]  # the first N training images, in dataset order
-            self.data_train = pool.select(train_idx)
+            self._hold_out()
+            self.data_train = self._real_train
+            if self.augment.active:
+                self.data_train = ImageTensorDataset(*augmented(*in_memory(self._real_train), self.augment))
         if self.data_test is None and stage in (None, "test", "validate", "predict"):
             self.data_test = self.load("test")
 
     def _held_out(self) -> str:
-        return (
-            "" if self.official_val or not self.val_fraction else f" after holding out val_fraction={self.val_fraction}"
-        )
+        """How the validation images shrank the training set, for messages ("" when they did not)."""
+        if self.official_val or not self.val_fraction or (self.subset is not None and not self._short):
+            return ""
+        return f" after holding out val_fraction={self.val_fraction}"
 
     def check_trainable(self) -> None:
         """Raise a ConfigError if the training set is too small to train on; warn if a batch exceeds it."""
         n = len(self.data_train)
         subset = f" with data.subset={self.subset}" if self.subset is not None else ""
         if n < 2:
+            lower = " or lower data.val_fraction" if self._held_out() else ""
             raise ConfigError(
                 f"the training set has {n} image{'s' * (n != 1)}{subset}{self._held_out()}: too small to train on; "
-                f"expected at least 2 (raise data.subset or lower data.val_fraction)"
+                f"expected at least 2 (raise data.subset{lower})"
             )
         if self.batch_size > n:  # one warning, not an error: "the whole set per batch" is a fair reading
             log.warning(

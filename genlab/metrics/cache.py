@@ -61,10 +61,11 @@ def load_file(path: Path) -> dict | None:
     return stored
 
 
-def dataset_key(datamodule) -> str:
+def dataset_key(datamodule, whole_file: bool = False) -> str:
     """`<name>|<hash>` identifying a datamodule's images and splits: class, dataset, source, image size, channels,
     labels, how the splits are drawn (`split_seed`, `val_fraction`, `subset`, `test_fraction`) and, for a folder
-    of image files, their names, sizes and modification times (`fingerprint()`)."""
+    of image files, their names, sizes and modification times (`fingerprint()`).
+    `whole_file`: the key of the same data without `subset` (what the dataset classifier learns from)."""
     name = getattr(datamodule, "dataset", None) or type(datamodule).__name__.removesuffix("DataModule").lower()
     fields = {
         "class": type(datamodule).__name__,
@@ -85,7 +86,7 @@ def dataset_key(datamodule) -> str:
         "subset",
     ):
         if hasattr(datamodule, attr):
-            fields[attr] = str(getattr(datamodule, attr))
+            fields[attr] = str(None if whole_file and attr == "subset" else getattr(datamodule, attr))
     if hasattr(datamodule, "fingerprint"):
         fields["files"] = datamodule.fingerprint()
     return f"{name}-{datamodule.image_size}px|{digest(fields)}"

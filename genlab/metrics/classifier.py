@@ -95,10 +95,13 @@ def cached_classifier(
     """The classifier for `datamodule`, trained on its training images only (the training file minus the
     validation images: `datamodule.train_pool()`), never on validation or test images; tested on the test split.
 
-    Cached under `<cache_dir>/classifiers/`, keyed by `dataset_key`, the hold-out of the validation images and
-    `settings`. Returns (net in eval mode, info: test accuracy, cache file, hash of the weights).
+    Cached under `<cache_dir>/classifiers/`, keyed by `dataset_key` (without `subset`: see `train_pool`), the
+    hold-out of the validation images and `settings`. Returns (net in eval mode, info: test accuracy, cache file,
+    hash of the weights).
     """
-    key = digest({"dataset": dataset_key, "trained_on": "train minus val", **datamodule.holdout, **asdict(settings)})
+    key = digest(
+        {"dataset": dataset_key, "trained_on": "train minus val", **datamodule.pool_holdout, **asdict(settings)}
+    )
     path = Path(cache_dir) / "classifiers" / f"{dataset_key.split('|')[0]}-{key}.pt"
     stored = load_file(path)
     if stored is None:

@@ -74,7 +74,8 @@ class QualityMetrics:
 
     def _setup_extractors(self, datamodule) -> None:
         if self.use_classifier and is_labelled(datamodule):
-            key = dataset_key(datamodule)
+            # one classifier per dataset, whatever `subset` says: runs on subsets are scored by the same one
+            key = dataset_key(datamodule, whole_file=True)
             net, info = cached_classifier(key, datamodule, self.cache_dir, self.classifier_settings)
             self.extractors["classifier"] = ClassifierExtractor(
                 net, f"classifier-{key.split('|')[0]}", info["weights_hash"]
