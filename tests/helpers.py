@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import lightning.pytorch as L
+import torch
 
 
 class SignalAfter(L.Callback):
@@ -52,14 +53,39 @@ class PoisonWeightsAtEpoch(L.Callback):
                 p.data.fill_(float("nan"))
 
 
+def _digest(state: torch.Tensor) -> str:
+    return hashlib.sha256(state.numpy().tobytes()).hexdigest()[:16]
+
+
 class RecordNoise(L.Callback):
-    """After each training batch, appends `[epoch, batch_idx, digest]` to `dirpath/noise_rank<rank>.jsonl`: a
-    digest of the state the model's training noise generator is left in, i.e. of where its stream stood."""
+    """After each training batch, appends `[epoch, batch_idx, noise, global]` to `dirpath/noise_rank<rank>.jsonl`:
+    digests of the state the model's training noise generator (a GAN's z) and torch's global RNG (a VAE's
+    reparameterisation noise, WGAN-GP's interpolation coefficients) are left in, i.e. of where their streams stood."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        digest = hashlib.sha256(pl_module.noise.get_state().numpy().tobytes()).hexdigest()[:16]
+        digests = [_digest(pl_module.noise.get_state()), _digest(torch.get_rng_state())]
         with (self.dirpath / f"noise_rank{trainer.global_rank}.jsonl").open("a") as f:
-            f.write(json.dumps([trainer.current_epoch, batch_idx, digest]) + "\n")
+            f.write(json.dumps([trainer.current_epoch, batch_idx, *digests]) + "\n")
+
+
+class RecordMetrics(L.Callback):
+    """At the end of each validation (sanity checks aside) and test, appends this rank's `val/*` or `test/*`
+    metrics, as Lightning holds them for callbacks, to `dirpath/metrics_rank<rank>.jsonl`."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def _record(self, trainer: L.Trainer, split: str) -> None:
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{split}/")}
+        with (self.dirpath / f"metrics_rank{trainer.global_rank}.jsonl").open("a") as f:
+            f.write(json.dumps({"split": split, **values}) + "\n")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, "val")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "test")

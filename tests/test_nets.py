@@ -34,3 +34,50 @@ def test_dropout_and_batchnorm_are_where_asked():
 def test_bad_activation_names_the_choices():
     with pytest.raises(ConfigError, match="'gelu2'.*relu"):
         MLPEncoder(1, 8, hidden_dims=[4], activation="gelu2")
+
+
+# -- the 512 px DCGAN (experiment dcgan_512) ----------------------------------------------------------------------
+def _dcgan_512(*overrides: str):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_cfg
+
+    return instantiate(compose_cfg(["model=dcgan", "data.image_size=512", "data.channels=3", *overrides]).model)
+
+
+def test_the_full_size_512px_dcgan_builds_with_the_parameters_its_memory_estimate_counts():
+    """model=dcgan at 512 px, 3 channels, as configured (width 64): five blocks each way, z -> [B, 3, 512, 512]
+    -> [B], shapes checked on the meta device (no memory, no compute). README's GPU memory estimate counts these
+    27.1M parameters: a change of widths changes them."""
+    with torch.device("meta"):
+        gan = _dcgan_512()
+        x = gan.generator(torch.randn(2, gan.latent_dim))
+        score = gan.discriminator(x)[0]
+    assert x.shape == (2, 3, 512, 512) and score.shape == (2,)
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in gan.generator.modules()) == 5
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in gan.discriminator.modules()) == 5
+    n_g, n_d = (sum(p.numel() for p in net.parameters()) for net in (gan.generator, gan.discriminator))
+    assert (round(n_g / 1e6, 2), round(n_d / 1e6, 2)) == (20.06, 7.08)
+
+
+def test_the_512px_dcgan_takes_two_training_steps(tmp_path):
+    """The GAN engine's D and G steps (Adam, BatchNorm) at 512 px, width 8 so that it takes seconds on a CPU:
+    two of each, every weight moved and finite."""
+    import lightning.pytorch as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gan = _dcgan_512("model.generator.width=8")
+    before = [p.detach().clone() for p in gan.parameters()]
+    images = TensorDataset(torch.rand(4, 3, 512, 512) * 2 - 1, torch.full((4,), -1))
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+        **quiet,
+    )
+    trainer.fit(gan, DataLoader(images, batch_size=2))
+    assert gan.steps == {"batches": 2, "d": 2, "g": 2}
+    assert all(not torch.equal(b, p) and p.isfinite().all() for b, p in zip(before, gan.parameters(), strict=True))

@@ -16,7 +16,6 @@ import torch
 from genlab.errors import TrainingInterrupted
 from genlab.tasks.train import train
 from tests.conftest import FAST, compose_cfg
-from tests.test_cli import genlab
 
 # tiny nets, 4 batches an epoch: a WGAN's n_critic=5 cycle crosses both the epoch ends and the interruptions
 TINY = [
@@ -113,23 +112,6 @@ def test_how_much_is_validated_does_not_change_training(tmp_path):
     run(tmp_path / "one", "gan", "trainer.max_epochs=2", "trainer.limit_val_batches=1")
     run(tmp_path / "three", "gan", "trainer.max_epochs=2", "trainer.limit_val_batches=3")
     assert_identical(final_state(tmp_path / "one"), final_state(tmp_path / "three"))
-
-
-def test_ddp_ranks_draw_different_noise_after_a_resume(tmp_path):
-    """CPU DDP, 2 ranks, resumed after epoch 0: in epoch 1 the ranks' noise generators differ after every batch
-    (recorded per rank). That each rank draws what it would have drawn uninterrupted is checked without DDP,
-    in test_gan_family.py::test_after_loading_a_checkpoint_each_rank_draws_the_noise_of_its_position."""
-    out = tmp_path / "run"
-    record = ["+callbacks.noise._target_=tests.helpers.RecordNoise", f"+callbacks.noise.dirpath={out}"]
-    ddp = ["model=gan", "trainer=ddp_cpu", "trainer.devices=2", *FAST, "~callbacks.sample_quality", *TINY]
-    first = [*ddp, *NETS["gan"], *record, "trainer.max_epochs=1", f"hydra.run.dir={out}"]
-    trust = "trusted_targets=[tests.helpers.RecordNoise]"  # a class of the test's own, saved in the run's overrides
-    for args in (first, [f"resume={out}", "trainer.max_epochs=2", trust]):  # the resume reuses the run's overrides
-        proc = genlab(tmp_path, *args)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    draws = [[json.loads(line) for line in (out / f"noise_rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
-    assert [d[:2] for d in draws[0]] == [d[:2] for d in draws[1]] == [[e, b] for e in (0, 1) for b in range(4)]
-    assert all(a[2] != b[2] for a, b in zip(*draws, strict=True)), "two ranks drew the same noise"
 
 
 # ------------------------------------------------------------------------------------------- end to end

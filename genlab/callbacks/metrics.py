@@ -130,7 +130,9 @@ class SampleQuality(L.Callback):
             max_rows = rank_share(self.n_samples, world, 0)[0]
             fake = {name: {k: gather_rows(pl_module, v, max_rows) for k, v in f.items()} for name, f in fake.items()}
         values, protocols = self.metrics.compute(fake, split, kid_subsets=self.kid_subsets)
-        pl_module.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False)
+        # every rank computes the same values from the same gathered features, so the sync (a mean of equal numbers)
+        # changes nothing; it keeps Lightning from warning (tests/test_ddp.py: logged values = rank 0's record)
+        pl_module.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=True)
         if trainer.is_global_zero and self.record_path is not None:
             record = {
                 "split": split,

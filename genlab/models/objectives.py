@@ -140,9 +140,17 @@ class WassersteinGP(Wasserstein):
         return self.gp_weight * gradient_penalty(critic, real, fake)
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
-    """E[(||grad_x f(x_hat)||_2 - 1)^2] on random interpolates of `real` and `fake` `[B, ...]`."""
-    alpha = torch.rand(real.shape[0], *[1] * (real.ndim - 1), device=real.device, dtype=real.dtype)  # (B, 1, 1, 1)
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, alpha: Tensor | None = None
+) -> Tensor:
+    """E[(||grad_x f(x_hat)||_2 - 1)^2] on interpolates x_hat = alpha x + (1 - alpha) G(z) of `real` and `fake`
+    `[B, ...]`; `alpha` `[B]` in [0, 1], drawn U[0, 1] per sample when None (given: a test fixes them).
+
+    A mean over the batch: under DDP each rank takes the mean of its share and DDP averages the gradients, which
+    for equal shares is the gradient of the mean over the whole batch (tests/test_ddp.py checks it)."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    alpha = alpha.to(real).view(-1, *[1] * (real.ndim - 1))  # (B,) -> (B, 1, 1, 1)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()  # (B, C, H, W) -> (B, C*H*W) -> (B,)
