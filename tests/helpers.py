@@ -63,3 +63,17 @@ class RecordNoise(L.Callback):
         digest = hashlib.sha256(pl_module.noise.get_state().numpy().tobytes()).hexdigest()[:16]
         with (self.dirpath / f"noise_rank{trainer.global_rank}.jsonl").open("a") as f:
             f.write(json.dumps([trainer.current_epoch, batch_idx, digest]) + "\n")
+
+
+class KillAtEpoch(L.Callback):
+    """SIGKILLs this process as epoch `epoch` starts, in sweep job `job` of a run that did not resume: a sweep killed
+    from outside mid-job (its checkpoints up to then written, nothing saved on the way out)."""
+
+    def __init__(self, epoch: int, job: int) -> None:
+        self.epoch, self.job = epoch, job
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if trainer.current_epoch == self.epoch and trainer.ckpt_path is None and HydraConfig.get().job.num == self.job:
+            os.kill(os.getpid(), signal.SIGKILL)

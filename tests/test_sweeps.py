@@ -1,12 +1,19 @@
 """Sweeps: the same lr and latent keys for every model, resuming a stopped sweep, the Optuna search's value,
 multi-process trainers under -m, and the launcher configs."""
 
+import csv
+import json
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
+from genlab.errors import SweepError
+from genlab.utils.sweeps import previous_attempt
 from tests.conftest import compose_cfg
+from tests.test_cli import FAST, genlab
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -37,3 +44,74 @@ def test_a_two_rate_recipe_scales_with_model_lr_and_keeps_its_ratio():
         gan = instantiate(compose_cfg([*ttur, f"model.lr={lr}"]).model)
         opt_g, opt_d = gan.configure_optimizers()[0]
         assert opt_g.defaults["lr"] == pytest.approx(lr) and opt_d.defaults["lr"] == pytest.approx(4 * lr)
+
+
+# ------------------------------------------------------------------------------------------- resume a sweep
+TINY_SWEEP = [
+    "model=vae",
+    "model.latent_dim=2,3,4",
+    "model.encoder.hidden_dims=[16]",
+    "model.decoder.hidden_dims=[16]",
+    *FAST,
+    "data.image_size=8",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "report=false",
+    "logger=[]",
+    "~callbacks.sample_quality",
+]
+
+
+def files_of(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_a_sweep_killed_mid_job_finishes_on_a_rerun_with_every_job_done_once(tmp_path):
+    """Job 1 is killed (SIGKILL, the whole sweep) as its second epoch starts: job 0 is done, job 2 never started.
+    The same command again skips job 0 untouched, resumes job 1 from its last checkpoint and runs job 2."""
+    sweep = tmp_path / "sweep"
+    kill = ["+callbacks.kill._target_=tests.helpers.KillAtEpoch", "+callbacks.kill.epoch=1", "+callbacks.kill.job=1"]
+    args = ["-m", *TINY_SWEEP, *kill, f"hydra.sweep.dir={sweep}"]
+    first = genlab(tmp_path, *args)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "ok"
+    assert not (sweep / "1" / "status.json").exists() and not (sweep / "2").exists()
+    stopped = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert stopped["epoch"] == 0
+    done = files_of(sweep / "0")
+
+    rerun = genlab(tmp_path, *args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"job 0: done in an earlier run of this sweep ({sweep / '0'}): skipped" in rerun.stdout
+    assert files_of(sweep / "0") == done  # not retrained, not rewritten
+    log = (sweep / "1" / "train.log").read_text()
+    assert log.count(f"Restoring states from the checkpoint path at {sweep / '1' / 'checkpoints' / 'last.ckpt'}") == 1
+    assert log.count("Training started") == 2  # the killed start and the resumed one, no third from scratch
+    for job in ("1", "2"):
+        final = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert final["epoch"] == 1 and final["global_step"] == 2 * 2  # 2 epochs of 2 batches, not more
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"], r["model.latent_dim"]) for r in rows] == [
+        ("0", "ok", "2"),
+        ("1", "ok", "3"),
+        ("2", "ok", "4"),
+    ]
+
+
+def test_a_job_dir_of_another_sweep_is_refused_before_it_is_touched(tmp_path):
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- model=vae\n- model.lr=0.001\n")
+    assert previous_attempt(job, ["model=vae", "model.lr=0.001"]) == "restart"  # started, no checkpoint yet
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert previous_attempt(job, ["model=vae", "model.lr=0.001"]) == "resume"
+    (job / "status.json").write_text('{"status": "ok", "error": ""}')
+    assert previous_attempt(job, ["model=vae", "model.lr=0.001"]) == "done"
+    assert previous_attempt(tmp_path / "1", ["model=vae"]) is None
+    with pytest.raises(SweepError, match=r"holds a run of another sweep \(its overrides: model=vae model.lr=0.001; "):
+        previous_attempt(job, ["model=vae", "model.lr=0.01"])
