@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import lightning.pytorch as L
+import torch
 
 
 class SignalAfter(L.Callback):
@@ -77,3 +78,16 @@ class KillAtEpoch(L.Callback):
 
         if trainer.current_epoch == self.epoch and trainer.ckpt_path is None and HydraConfig.get().job.num == self.job:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NoiseWeightsAtEpoch(L.Callback):
+    """Adds N(0, scale^2) noise to every weight just before epoch `epoch`'s validation: a run whose last epoch is
+    (much) worse than an earlier one, so its best checkpoint is not its last."""
+
+    def __init__(self, epoch: int, scale: float = 1.0) -> None:
+        self.epoch, self.scale = epoch, scale
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            for p in pl_module.parameters():
+                p.data.add_(self.scale * torch.randn_like(p))

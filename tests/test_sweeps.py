@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
 
 from genlab.errors import SweepError
-from genlab.utils.sweeps import previous_attempt
+from genlab.utils.sweeps import check_metric_name, objective, previous_attempt
 from tests.conftest import compose_cfg
 from tests.test_cli import FAST, genlab
 
@@ -115,3 +116,45 @@ def test_a_job_dir_of_another_sweep_is_refused_before_it_is_touched(tmp_path):
     assert previous_attempt(tmp_path / "1", ["model=vae"]) is None
     with pytest.raises(SweepError, match=r"holds a run of another sweep \(its overrides: model=vae model.lr=0.001; "):
         previous_attempt(job, ["model=vae", "model.lr=0.01"])
+
+
+# ------------------------------------------------------------------------------------------- the Optuna search
+def test_optuna_receives_each_runs_best_and_a_failed_trial_does_not_stop_the_search(tmp_path):
+    """Three trials (seeded: lr 3e-3, 1e30, 1e-3); every run's weights are scrambled before its last validation, so
+    its best checkpoint (epoch 0) is far better than its last epoch. The 1e30 trial diverges: a failed trial."""
+    sweep = tmp_path / "search"
+    worse_last = ["+callbacks.noise._target_=tests.helpers.NoiseWeightsAtEpoch", "+callbacks.noise.epoch=1"]
+    trials = ["hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=9", "model.lr=choice(1e-3,3e-3,1e30)"]
+    fixed = ["model.latent_dim=2", "model.beta=1.0"]
+    tiny = [o for o in TINY_SWEEP if not o.startswith(("model=", "model.latent_dim="))]
+    proc = genlab(
+        tmp_path, "hparams_search=vae_optuna", *tiny, *fixed, *trials, *worse_last, f"hydra.sweep.dir={sweep}"
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one job failed; the search ran to its end
+    assert "genlab: 1 of 3 jobs failed: 1" in proc.stderr
+    best = {job: json.loads((sweep / job / "checkpoints" / "best.json").read_text()) for job in ("0", "2")}
+    last = {job: json.loads((sweep / job / "metrics.json").read_text())["val/nelbo"] for job in ("0", "2")}
+    assert all(best[j]["epoch"] == 0 and best[j]["metrics"]["val/nelbo"] < last[j] / 10 for j in best)
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    winner = min(best, key=lambda j: best[j]["score"])
+    assert result["best_value"] == pytest.approx(best[winner]["metrics"]["val/nelbo"], rel=1e-6)
+    assert result["best_params"] == {"model.lr": {"0": 3e-3, "2": 1e-3}[winner]}
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed"), ("2", "ok")]
+
+
+def test_optimized_metric_is_the_best_checkpoints_value_and_a_misspelt_one_names_the_logged_keys(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    record = {"checkpoint": "best-epoch003.ckpt", "monitor": "val/nelbo", "score": 90.0, "epoch": 3}
+    (tmp_path / "checkpoints" / "best.json").write_text(json.dumps({**record, "metrics": {"val/nelbo": 90.0}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"val/nelbo": 120.0, "val/kl": 3.0, "test/nelbo": 95.0}))
+    assert objective(tmp_path, "val/nelbo") == 90.0  # the best checkpoint's, not the last epoch's 120
+    assert objective(tmp_path, "val/kl") == 3.0  # not recorded at the best: the last epoch's
+    with pytest.raises(
+        SweepError,
+        match=r"^optimized_metric=val/nelbx was not logged by this run; expected one of: "
+        r"val/kl, val/nelbo$",
+    ):
+        objective(tmp_path, "val/nelbx")
+    with pytest.raises(SweepError, match="optimized_metric=test/nelbo is not a validation metric"):
+        check_metric_name("test/nelbo")
