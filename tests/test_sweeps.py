@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hydra.types import RunMode
 from hydra.utils import instantiate
 
 from genlab.errors import SweepError
@@ -158,3 +159,51 @@ def test_optimized_metric_is_the_best_checkpoints_value_and_a_misspelt_one_names
         objective(tmp_path, "val/nelbx")
     with pytest.raises(SweepError, match="optimized_metric=test/nelbo is not a validation metric"):
         check_metric_name("test/nelbo")
+
+
+# ------------------------------------------------------------------------------------------- -m and DDP
+def test_a_sweep_of_ddp_jobs_is_refused_in_one_line_before_any_rank_starts(tmp_path):
+    """Lightning's DDP launcher would rerun the whole command line, -m included, as each further rank."""
+    sweep = tmp_path / "sweep"
+    ddp = ["trainer=ddp_cpu", "trainer.devices=2"]
+    proc = genlab(tmp_path, "-m", "model=vae", "model.latent_dim=2,4", *FAST, *ddp, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("genlab: error:")]
+    assert errors == [
+        "genlab: error: job 0: -m cannot run a trainer of 2 processes (DDPStrategy): Lightning starts its other ranks "
+        "by rerunning the command line, -m included; run each job without -m, or the sweep with launcher=slurm "
+        "(SLURM starts each job's ranks)"
+    ], proc.stderr[-3000:]
+    assert "#1 :" not in proc.stdout + proc.stderr  # the sweep stopped at its first job
+    assert not (sweep / "0").exists() and json.loads((sweep / "rejected_jobs.jsonl").read_text())["job"] == 0
+
+
+# ---------------------------------------------------------------------------- configs that cannot run here
+def test_the_slurm_launcher_composes_with_its_cluster_settings_as_config_values():
+    cfg = compose_cfg(
+        ["launcher=slurm", "launcher.partition=gpu", "launcher.time=240", "launcher.gpus=4", "launcher.nodes=2"]
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min, launcher.nodes) == ("gpu", 240, 2)
+    assert launcher.gpus_per_node == launcher.tasks_per_node == 4  # one rank per GPU, started by SLURM
+    assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (4, 2)  # what Lightning checks against SLURM's tasks
+
+
+def test_the_local_launcher_runs_jobs_in_parallel_processes():
+    launcher = compose_cfg(["launcher=local", "launcher.jobs=3"]).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert launcher.n_jobs == 3
+
+
+@pytest.mark.parametrize(
+    ("search", "model", "metric"), [("vae_optuna", "vae", "val/nelbo"), ("gan_optuna", "dcgan", "val/cfid")]
+)
+def test_each_example_search_minimises_a_validation_metric_and_keeps_that_metrics_best_checkpoint(
+    search, model, metric
+):
+    cfg = compose_cfg([f"hparams_search={search}"])
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode == RunMode.MULTIRUN
+    assert cfg.hydra.runtime.choices.model == model and cfg.optimized_metric == metric
+    assert cfg.callbacks.model_checkpoint.monitor == metric and cfg.hydra.sweeper.direction == "minimize"
+    assert {"model.lr", "model.latent_dim"} <= set(cfg.hydra.sweeper.params)
