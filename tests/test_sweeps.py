@@ -13,7 +13,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 
 from genlab.errors import SweepError
-from genlab.utils.sweeps import check_metric_name, objective, previous_attempt
+from genlab.reports.collect import read_sweep
+from genlab.utils.sweeps import check_metric_name, clear_attempt, objective, previous_attempt
 from tests.conftest import compose_cfg
 from tests.test_cli import FAST, genlab
 
@@ -207,3 +208,25 @@ def test_each_example_search_minimises_a_validation_metric_and_keeps_that_metric
     assert cfg.hydra.runtime.choices.model == model and cfg.optimized_metric == metric
     assert cfg.callbacks.model_checkpoint.monitor == metric and cfg.hydra.sweeper.direction == "minimize"
     assert {"model.lr", "model.latent_dim"} <= set(cfg.hydra.sweeper.params)
+    compose_cfg([])  # leave Hydra's global config in run mode for the tests that follow
+
+
+def test_a_rerun_sweep_lists_each_job_once_in_its_summary(tmp_path):
+    """Job 0 was rejected, then ran on the rerun; job 1 was rejected twice: one row each, the latest record."""
+    run = tmp_path / "0" / ".hydra"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / "hydra.yaml").write_text("hydra: {job: {num: 0}}\n")
+    (tmp_path / "0" / "status.json").write_text('{"status": "ok", "error": ""}')
+    lines = [{"job": 0, "overrides": [], "error": "old"}, {"job": 1, "overrides": [], "error": "first"}]
+    lines.append({"job": 1, "overrides": [], "error": "second"})
+    (tmp_path / "rejected_jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [(r.job, r.status, r.error) for r in read_sweep(tmp_path)] == [(0, "ok", ""), (1, "failed", "second")]
+
+
+def test_a_job_started_again_keeps_only_the_log_of_its_attempt_without_a_checkpoint(tmp_path):
+    for name in (".hydra/overrides.yaml", "samples/epoch_000.png", "metrics.csv", "train.log"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    clear_attempt(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["train.log"]
