@@ -113,7 +113,8 @@ def run_train_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> float |
                 cfg.resume = str(output_dir)
         elif attempt == "restart":
             print(f"genlab: job {job}: the earlier run in {output_dir} left no checkpoint: starting it again")
-            clear_attempt(output_dir)
+            if runner.rank_zero():  # a SLURM job runs this in every rank; only rank 0 writes files
+                clear_attempt(output_dir)
 
     def train_and_score(cfg: DictConfig) -> float | None:
         if metric:
