@@ -5,6 +5,7 @@ import csv
 import json
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import yaml
 from hydra.types import RunMode
 from hydra.utils import instantiate
 
+from genlab.callbacks.objective import ObjectiveCheck
 from genlab.errors import SweepError
 from genlab.reports.collect import read_sweep
 from genlab.utils.sweeps import check_metric_name, clear_attempt, objective, previous_attempt
@@ -230,3 +232,13 @@ def test_a_job_started_again_keeps_only_the_log_of_its_attempt_without_a_checkpo
         (tmp_path / name).write_text("x")
     clear_attempt(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["train.log"]
+
+
+def test_a_search_with_a_misspelt_metric_stops_after_the_first_validation():
+    check = ObjectiveCheck("val/nelbx")
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/nelbo": 1.0, "train/loss": 2.0})
+    with pytest.raises(SweepError, match=r"^optimized_metric=val/nelbx was not logged by this run; expected one of: "):
+        check.on_validation_end(trainer, None)
+    ObjectiveCheck("val/cfid").on_validation_end(trainer, None)  # sample quality may come at a later epoch
+    ObjectiveCheck("val/nelbo").on_validation_end(trainer, None)
+    assert compose_cfg(["hparams_search=optuna"]).callbacks.objective_check.metric == "val/loss"

@@ -16,7 +16,7 @@ the Optuna sweeper records as a failed trial and goes on.
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,13 @@ def objective(run_dir: Path, metric: str) -> float | None:
     if metric in final:
         log.info("optimized_metric=%s: not recorded at a best checkpoint; returning the last epoch's value", metric)
         return final[metric]
-    logged = sorted({k for k in (*at_best, *final) if k.startswith("val/")})
-    raise SweepError(
-        f"optimized_metric={metric} was not logged by this run; expected one of: {', '.join(logged) or '(none)'}"
-    )
+    raise unknown_metric(metric, {*at_best, *final})
+
+
+def unknown_metric(metric: str, logged: Iterable[str]) -> SweepError:
+    """The error for an `optimized_metric` the run did not log, listing the val/* keys it did."""
+    names = ", ".join(sorted({k for k in logged if k.startswith("val/")})) or "(none)"
+    return SweepError(f"optimized_metric={metric} was not logged by this run; expected one of: {names}")
 
 
 def run_train_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> float | None:
