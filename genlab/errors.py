@@ -9,6 +9,10 @@ class ConfigError(GenlabError, ValueError):
     """A config value is not one that genlab accepts."""
 
 
+class SweepError(ConfigError):
+    """A config error every job of a sweep would meet: it stops the whole sweep, not only its job."""
+
+
 class DatasetNotFoundError(GenlabError, FileNotFoundError):
     """A dataset is not on disk and could not be downloaded."""
 

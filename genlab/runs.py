@@ -115,9 +115,19 @@ def recorded_best(folder: Path) -> Path:
     return folder / "last.ckpt"
 
 
-def write_best_record(folder: Path, checkpoint: Path, monitor: str | None, score: float | None, epoch: int) -> None:
-    """Record `checkpoint` as the run's best (written by the checkpoint callback, read by `recorded_best`)."""
+def write_best_record(
+    folder: Path,
+    checkpoint: Path,
+    monitor: str | None,
+    score: float | None,
+    epoch: int,
+    metrics: dict[str, float | None] | None = None,
+) -> None:
+    """Record `checkpoint` as the run's best (written by the checkpoint callback, read by `recorded_best`), with
+    the validation metrics of its epoch (`metrics`, non-finite ones as null): what a sweep's objective reads."""
     record = {"checkpoint": checkpoint.name, "monitor": monitor, "score": score, "epoch": epoch}
+    if metrics is not None:
+        record["metrics"] = metrics
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{BEST_RECORD}.tmp"
     tmp.write_text(json.dumps(record, indent=2))

@@ -89,3 +89,30 @@ class RecordMetrics(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, "test")
+
+
+class KillAtEpoch(L.Callback):
+    """SIGKILLs this process as epoch `epoch` starts, in sweep job `job` of a run that did not resume: a sweep killed
+    from outside mid-job (its checkpoints up to then written, nothing saved on the way out)."""
+
+    def __init__(self, epoch: int, job: int) -> None:
+        self.epoch, self.job = epoch, job
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if trainer.current_epoch == self.epoch and trainer.ckpt_path is None and HydraConfig.get().job.num == self.job:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NoiseWeightsAtEpoch(L.Callback):
+    """Adds N(0, scale^2) noise to every weight just before epoch `epoch`'s validation: a run whose last epoch is
+    (much) worse than an earlier one, so its best checkpoint is not its last."""
+
+    def __init__(self, epoch: int, scale: float = 1.0) -> None:
+        self.epoch, self.scale = epoch, scale
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            for p in pl_module.parameters():
+                p.data.add_(self.scale * torch.randn_like(p))

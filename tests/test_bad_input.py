@@ -73,7 +73,7 @@ CONFIG_CASES = {
     "misspelt new key": (
         ["+model.latnt_dim=3"],
         "model.latnt_dim is not an option of genlab.models.GAN; did you mean latent_dim? expected one of: generator, "
-        "discriminator, latent_dim, optimizer_g, optimizer_d, lr_g, lr_d, loss, saturating, clip_value, gp_weight, "
+        "discriminator, latent_dim, optimizer_g, optimizer_d, lr, lr_g, lr_d, loss, saturating, clip_value, gp_weight, "
         "n_critic, n_gen, skip_d_every, d_only_every, g_only_every, label_smoothing, label_flip, instance_noise, "
         "instance_noise_steps, grad_clip_g, grad_clip_d, scheduler_g, scheduler_d, scheduler_interval, ema_decay, "
         "num_classes, conditional, aux_weight",

@@ -1,6 +1,7 @@
 """ModelCheckpoint whose monitored metric defaults to a sample-quality metric (GANs) or the model's own."""
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ class Checkpoint(ModelCheckpoint):
     `monitor_mode` (e.g. `val/nelbo` for the VAE).
 
     What it chose is recorded in its state (`best_model_path`) and, each time the best changes, in `best.json` in
-    `dirpath`: that record is what `ckpt=best` means to every entry point (`genlab.runs.find_checkpoint`). Nothing
+    `dirpath`, with the validation metrics of its epoch: that record is what `ckpt=best` means to every entry
+    point (`genlab.runs.find_checkpoint`) and what a sweep's `optimized_metric` reads (`genlab.utils.sweeps`). Nothing
     is recorded when the monitored metric was never logged (no validation images, or no evaluation ran), and then
     `best` falls back to `last.ckpt`, as one log line says.
     """
@@ -56,7 +58,10 @@ class Checkpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero and filepath == self.best_model_path:
             score = None if self.best_model_score is None else float(self.best_model_score)
-            write_best_record(Path(filepath).parent, Path(filepath), self.monitor, score, trainer.current_epoch)
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            metrics = {k: v if math.isfinite(v) else None for k, v in sorted(metrics.items())}
+            epoch = trainer.current_epoch
+            write_best_record(Path(filepath).parent, Path(filepath), self.monitor, score, epoch, metrics)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)

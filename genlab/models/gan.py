@@ -40,7 +40,8 @@ def _check_range(name: str, value: float, low: float, high: float, low_open: boo
 class GAN(GenerativeModule):
     """`generator`: `[B, latent_dim]` (+ labels `[B]`) -> `[B, C, H, W]` in [-1, 1]; `discriminator`: a
     feature trunk `[B, C, H, W]` -> `[B, out_dim]`, to which this class adds the adversarial head (and, when
-    `conditional`, ACGAN's auxiliary classifier head with weight `aux_weight`)."""
+    `conditional`, ACGAN's auxiliary classifier head with weight `aux_weight`). `lr` is both players' learning
+    rate unless `lr_g` / `lr_d` give their own."""
 
     def __init__(
         self,
@@ -49,8 +50,9 @@ class GAN(GenerativeModule):
         latent_dim: int,
         optimizer_g: Callable[..., Optimizer],
         optimizer_d: Callable[..., Optimizer],
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
+        lr: float = 2e-4,
+        lr_g: float | None = None,
+        lr_d: float | None = None,
         loss: str = "bce",
         saturating: bool = False,
         clip_value: float | None = None,
@@ -75,9 +77,10 @@ class GAN(GenerativeModule):
         aux_weight: float = 1.0,
     ) -> None:
         super().__init__(latent_dim, num_classes=num_classes, conditional=conditional)
-        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
-            if not lr > 0:
-                raise ConfigError(f"model.{name}={lr} is invalid; expected a learning rate > 0")
+        lr_g, lr_d = lr if lr_g is None else lr_g, lr if lr_d is None else lr_d
+        for name, rate in (("lr_g", lr_g), ("lr_d", lr_d)):
+            if not rate > 0:
+                raise ConfigError(f"model.{name}={rate} is invalid; expected a learning rate > 0")
         self.objective = make_objective(loss, saturating, clip_value, gp_weight)
         if loss == "wasserstein_gp" and any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()

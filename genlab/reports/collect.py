@@ -108,9 +108,14 @@ def read_sweep(sweep_dir: Path) -> list[Run]:
     """The jobs of a multirun: its run dirs, and the jobs rejected before they started (`rejected_jobs.jsonl`)."""
     runs = [read_run(p) for p in sweep_dir.iterdir() if p.is_dir() and is_run(p)]
     rejected = sweep_dir / REJECTED_FILE
+    records = {}  # job -> its latest rejection (a rerun of the sweep may reject it again, or run it)
     for line in rejected.read_text().splitlines() if rejected.is_file() else []:
         record = json.loads(line)
-        runs.append(Run(path=sweep_dir / str(record["job"]), overrides=record.get("overrides", []), job=record["job"]))
+        records[record["job"]] = record
+    for job, record in records.items():
+        if any(run.job == job for run in runs):
+            continue
+        runs.append(Run(path=sweep_dir / str(job), overrides=record.get("overrides", []), job=job))
         runs[-1].status, runs[-1].error = "failed", record.get("error", "")
     return sorted(runs, key=lambda r: (r.job if r.job is not None else 1 << 30, str(r.path)))
 

@@ -31,8 +31,15 @@ def wandb_group(default: str) -> str:
     return "-".join([default, sweep.parent.name, sweep.name])
 
 
+def multiply(a: float, b: float) -> float:
+    """`${genlab_mul:a,b}`: a * b, e.g. a two-rate (TTUR) GAN's `lr_d: ${genlab_mul:${model.lr},4}`."""
+    return a * b
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("genlab_root"):
         OmegaConf.register_new_resolver("genlab_root", project_root)
     if not OmegaConf.has_resolver("genlab_wandb_group"):
         OmegaConf.register_new_resolver("genlab_wandb_group", wandb_group)
+    if not OmegaConf.has_resolver("genlab_mul"):
+        OmegaConf.register_new_resolver("genlab_mul", multiply)

@@ -4,7 +4,7 @@ User errors (`GenlabError`, OmegaConf's config errors, an unknown `_target_`) en
 exit status 1; a run rejected before it started leaves no run dir behind. Anything else is a programming
 error: its full traceback goes to the run's log file and stderr says where. In a multirun a failed job is
 reported and the sweep goes on; the process then says which jobs failed and exits non-zero (`run_main`). An
-interrupted job stops the sweep.
+interrupted job stops the sweep, and so does a `SweepError` (one that every job would meet).
 
 Each job that started leaves `status.json` in its run dir ({"status": "ok" | "failed" | "interrupted", "error":
 first line}); a sweep job rejected before it started (its dir removed) is a line of `rejected_jobs.jsonl` in the
@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genlab.errors import ConfigError, GenlabError, TrainingInterrupted
+from genlab.errors import ConfigError, GenlabError, SweepError, TrainingInterrupted
 from genlab.utils import outputs
 from genlab.utils.console import tidy_logging
 
@@ -54,6 +54,11 @@ def run_main(hydra_main: Callable[[], Any]) -> NoReturn:
             f"genlab: {len(failed)} of {len(_sweep_jobs)} jobs failed: {', '.join(map(str, failed))}", file=sys.stderr
         )
     sys.exit(exit_code())
+
+
+def skipped_job(num: int) -> None:
+    """Count sweep job `num`, done in an earlier run of the sweep and skipped now, as succeeded."""
+    _sweep_jobs[num] = True
 
 
 def fail(message: str) -> None:
@@ -197,7 +202,7 @@ def _log_traceback(err: BaseException, output_dir: Path) -> Path:
     return path
 
 
-def _rank_zero() -> bool:
+def rank_zero() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
@@ -207,7 +212,7 @@ def record_status(status: str, error: str = "") -> None:
     `rejected_jobs.jsonl`. Tasks that keep no run dir of their own (evaluate, sample) leave nothing when ok."""
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    if not _rank_zero():
+    if not rank_zero():
         return
     error = error.strip().splitlines()[0] if error.strip() else ""
     if (output_dir / ".hydra").is_dir():
@@ -251,8 +256,8 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             )
         record_status("failed", _message(shown) if shown is not None else f"{type(err).__name__}: {err}")
         _failures.append(1)
-        if not multirun:
-            sys.exit(1)
+        if not multirun or isinstance(err, SweepError):
+            sys.exit(1)  # a SweepError: every other job would fail the same way
         return None  # a failed sweep job: report it and let the other jobs run
     if multirun:
         _sweep_jobs[hydra_cfg.job.num] = True
