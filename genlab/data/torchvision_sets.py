@@ -61,21 +61,27 @@ def corrupt(path: Path, reason: object) -> DatasetCorruptError:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (optionally .gz): the MNIST format, big-endian dims after a 4-byte magic."""
+    """Read an idx file (optionally .gz): the MNIST format, big-endian dims after a 4-byte magic. The data are
+    decompressed straight into the returned (writable) array: one copy of the images in memory, not three."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08":
+                raise corrupt(path, "not an idx file of bytes: bad magic number")
+            dims = f.read(4 * magic[3])
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(magic[3]))
+            data = np.empty(shape, dtype=np.uint8)
+            view, read = memoryview(data.reshape(-1)), 0
+            while read < data.size and (n := f.readinto(view[read : read + (1 << 20)])):  # 1 MB at a time
+                read += n
+            extra = len(f.read(1))
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise corrupt(path, err) from err
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise corrupt(path, "not an idx file of bytes: bad magic number")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    header = 4 + 4 * ndim
-    if len(data) - header != math.prod(shape):
-        raise corrupt(path, f"{len(data) - header} bytes of data where its header announces {math.prod(shape)}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    if len(dims) < 4 * magic[3] or read != data.size or extra:
+        found = f"{read}{'+' if extra else ''}" if len(dims) == 4 * magic[3] else "a truncated header and no"
+        raise corrupt(path, f"{found} bytes of data where its header announces {data.size}")
+    return data
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -165,7 +171,7 @@ class TorchvisionDataModule(GenDataModule):
         prefix = "train" if train else "t10k"
         images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
-        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+        return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
     def read(self, split: str) -> ImageTensorDataset:
         images, labels = self._read(train=split == "train")

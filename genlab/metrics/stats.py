@@ -76,13 +76,13 @@ def class_kl(fake_hist: Tensor, real_hist: Tensor, eps: float = 1e-6) -> float:
     return float((p * (p / q).log()).sum())
 
 
-def kth_nn_radius(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
+def kth_nn_radius(x: Tensor, k: int, chunk: int = 256) -> Tensor:
     """Distance from each row of `x` to its k-th nearest other row `[N]`."""
     radii = [torch.cdist(part, x).kthvalue(k + 1, dim=1).values for part in x.split(chunk)]  # +1: self at 0
     return torch.cat(radii)
 
 
-def _inside_any_ball(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = 2048) -> Tensor:
+def _inside_any_ball(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = 256) -> Tensor:
     """Boolean `[M]`: whether each query row lies within radii[j] of some centre j."""
     return torch.cat([(torch.cdist(part, centres) <= radii).any(1) for part in query.split(chunk)])
 
