@@ -1,0 +1,148 @@
+"""The speed levers of issue [7 of 10], each measured alone on a training step with genlab's nets (no Lightning,
+no data loading: the step itself), so that what each gives is visible without the rest of a run around it.
+
+    python -m benchmarks.levers [--batches 200] [--models mlp_wgan dcgan]
+
+MLP WGAN (batch 64, n_critic 5, RMSprop, clipping): two D forwards vs one on real and fake concatenated (its
+critic has no BatchNorm), loop vs foreach optimiser and clipping, fp32 vs bf16 autocast, eager vs torch.compile.
+DCGAN 28 px (batch 64, Adam): contiguous vs channels-last, fp32 vs bf16 autocast. Prints ms per batch (median of
+3 timed windows after a warm-up) and the ratio to the first (plain) variant.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from genlab.nets import ConvDecoder, ConvEncoder, DiscriminatorHeads, MLPDecoder, MLPEncoder
+
+BATCH = 64
+
+
+def mlp_wgan(variant: set[str]):
+    torch.manual_seed(0)
+    g = MLPDecoder(100, 1, 28, hidden_dims=[128, 256, 512, 1024], activation="leaky_relu", batch_norm=True)
+    d = DiscriminatorHeads(MLPEncoder(1, 28, hidden_dims=[512, 256], activation="leaky_relu"))
+    foreach = "foreach" in variant
+    og = torch.optim.RMSprop(g.parameters(), lr=5e-5, foreach=foreach)
+    od = torch.optim.RMSprop(d.parameters(), lr=5e-5, foreach=foreach)
+    x = torch.rand(BATCH, 1, 28, 28) * 2 - 1
+    params = list(d.parameters())
+    if "compile" in variant:
+        g.compile()
+        d.compile()
+    bf16 = "bf16" in variant
+
+    def step(i: int) -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                fake = g(torch.randn(BATCH, 100))
+            if "joint" in variant:
+                out = d(torch.cat([x, fake]))[0]
+                real_out, fake_out = out[:BATCH], out[BATCH:]
+            else:
+                real_out, fake_out = d(x)[0], d(fake)[0]
+            loss = fake_out.float().mean() - real_out.float().mean()
+        od.zero_grad(set_to_none=True)
+        loss.backward()
+        od.step()
+        with torch.no_grad():
+            if foreach:
+                torch._foreach_clamp_min_(params, -0.01)
+                torch._foreach_clamp_max_(params, 0.01)
+            else:
+                for p in params:
+                    p.clamp_(-0.01, 0.01)
+        if i % 5 == 4:
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                g_loss = -d(g(torch.randn(BATCH, 100)))[0].float().mean()
+            og.zero_grad(set_to_none=True)
+            g_loss.backward()
+            og.step()
+
+    return step
+
+
+def dcgan(variant: set[str]):
+    torch.manual_seed(0)
+    g, d = ConvDecoder(1, 28, latent_dim=100, width=64), DiscriminatorHeads(ConvEncoder(1, 28, width=64))
+    fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
+    g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
+    og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
+    od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
+    x = (torch.rand(BATCH, 1, 28, 28) * 2 - 1).contiguous(memory_format=fmt)
+    bce = nn.functional.binary_cross_entropy_with_logits
+    ones, zeros = torch.ones(BATCH), torch.zeros(BATCH)
+    bf16 = "bf16" in variant
+
+    def step(i: int) -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                fake = g(torch.randn(BATCH, 100))
+            loss = bce(d(x)[0].float(), ones) + bce(d(fake)[0].float(), zeros)
+        od.zero_grad(set_to_none=True)
+        loss.backward()
+        od.step()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            g_loss = bce(d(g(torch.randn(BATCH, 100)))[0].float(), ones)
+        og.zero_grad(set_to_none=True)
+        g_loss.backward()
+        og.step()
+
+    return step
+
+
+VARIANTS = {
+    "mlp_wgan": [
+        ("plain: two D forwards, loop optimiser and clipping", set()),
+        ("+ joint D forward (genlab default)", {"joint"}),
+        ("+ joint + foreach optimiser and clipping (genlab default)", {"joint", "foreach"}),
+        ("+ joint + foreach + bf16 autocast (trainer.precision=bf16-mixed)", {"joint", "foreach", "bf16"}),
+        ("+ joint + foreach + torch.compile (compile=true)", {"joint", "foreach", "compile"}),
+    ],
+    "dcgan": [
+        ("plain (foreach Adam)", set()),
+        ("+ channels-last", {"channels_last"}),
+        ("+ bf16 autocast (trainer.precision=bf16-mixed)", {"bf16"}),
+        ("+ channels-last + bf16 autocast", {"channels_last", "bf16"}),
+    ],
+}
+BUILD = {"mlp_wgan": mlp_wgan, "dcgan": dcgan}
+
+
+def measure(step, batches: int) -> tuple[float, float]:
+    """(first-call seconds: compilation where it applies, median ms per batch over 3 windows)."""
+    start = time.perf_counter()
+    step(0)
+    first = time.perf_counter() - start
+    for i in range(1, 10):
+        step(i)
+    windows = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(batches):
+            step(i)
+        windows.append(1000 * (time.perf_counter() - start) / batches)
+    return first, statistics.median(windows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=100, help="batches per timed window (3 windows)")
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}")
+    print("| model | variant | ms per batch | vs plain | first call s |\n|---|---|---|---|---|")
+    for model in args.models:
+        plain = None
+        for name, variant in VARIANTS[model]:
+            batches = args.batches if model == "mlp_wgan" else max(10, args.batches // 10)
+            first, ms = measure(BUILD[model](variant), batches)
+            plain = plain or ms
+            print(f"| {model} | {name} | {ms:.2f} | {plain / ms:.2f}x | {first:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
