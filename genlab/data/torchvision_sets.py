@@ -8,7 +8,6 @@ them; CIFAR-10 from the python batches in `<root>/cifar-10-batches-py/`. When fi
 
 import gzip
 import logging
-import math
 import pickle
 import shutil
 import zlib

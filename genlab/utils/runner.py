@@ -115,7 +115,7 @@ def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
     """Write `.hydra/` (config, Hydra config, overrides) as Hydra would. conf/hydra sets `output_subdir: null`,
     so every task calls this once its input is validated: a rejected run then leaves no run dir behind. Rank 0
     only: under DDP the other ranks' Hydra configs (job name `train_ddp_process_<r>`) are not the run's."""
-    if not _rank_zero():
+    if not rank_zero():
         return
     folder = output_dir / ".hydra"
     _save_config(cfg, "config.yaml", folder)
