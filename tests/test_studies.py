@@ -8,6 +8,7 @@ experiments run as multiruns over `experiment=` (one per set of extra overrides 
 """
 
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 
 from tests.conftest import compose_cfg
 from tests.data_fixtures import write_celeba, write_cifar10, write_image_folder, write_mnist
@@ -25,7 +27,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 FAST = ["debug=fast", "callbacks.progress_bar.refresh_rate=0", "metrics.inception_download=false"]
 # per study: what the fast form needs beyond debug=fast to stay within seconds on a CPU: the 512 px DCGAN takes
 # its steps at 512 px with nets of width 4 and draws no pictures (a grid of 64 images of 512 px is most of its
-# cost); the GAN zoo's nets are narrowed; CelebA's stand-in trains no dataset classifier (JPEG decoding per step)
+# cost); the GAN zoo's and the VQ-VAE's nets are narrowed; CelebA's stand-in trains no dataset classifier (JPEG decoding per step)
 CHEAP = {
     "dcgan_512": [
         "model.generator.width=4",
@@ -34,6 +36,7 @@ CHEAP = {
         "callbacks.latent_traversal=null",
     ],
     "gan_zoo_64": ["model.generator.width=8"],
+    "vqvae_codebook": ["model.encoder.width=16", "model.decoder.width=16"],
     "celeba_suite": ["metrics.quality.classifier=false"],
 }
 # per study: summary columns and, per job (by its value on the study's first axis), files its run dir must hold
@@ -100,9 +103,7 @@ SINGLE_RUNS = [e for e in EXPERIMENTS if e not in STUDIES]
 
 
 def test_the_named_studies_are_in_the_folder():
-    assert {"vae_capacity", "gan_vs_wgan", "vae_beta", "celeba_suite", "gan_zoo_64", "vqvae_codebook"} <= set(
-        STUDIES
-    )
+    assert {"vae_capacity", "gan_vs_wgan", "vae_beta", "celeba_suite", "gan_zoo_64", "vqvae_codebook"} <= set(STUDIES)
     assert {"dcgan_512", "demo"} <= set(SINGLE_RUNS)
 
 
@@ -124,9 +125,27 @@ def test_study_runs_its_fast_form_and_ends_in_a_comparison(tmp_path, data_dir, s
     for column in columns:
         assert any(r[column] not in ("", "nan") for r in rows), f"{study}: no job has {column}"
     for row in rows:
-        for name in files.get("", []) + files.get(row[axis] if axis in row else "", []):
+        for name in files.get("", []) + files.get(row.get(axis, ""), []):
             assert (sweep / row["job"] / name).is_file(), f"{study} job {row['job']} ({row.get(axis)}): no {name}"
     assert (sweep / "summary.md").is_file() and (sweep / "summary.html").is_file()
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_job_of_a_study_builds(study):
+    """The whole grid (the fast form above runs two of its jobs): each job's model and data build, sized alike."""
+    grid = sweep_params(study)
+    root = ["data.root=/nonexistent"] if data_overrides(study, Path("/x")) else []
+    jobs = [[f"{k}={v}" for k, v in zip(grid, values, strict=True)] for values in itertools.product(*grid.values())]
+    if study == "vae_capacity":
+        jobs.append([*jobs[0], "data=cifar10"])  # "and CIFAR-10 when present"
+    for job in jobs:
+        cfg = compose_cfg([f"experiment={study}", *job, *root])
+        model, data = instantiate(cfg.model), instantiate(cfg.data)
+        swept = dict(o.split("=", 1) for o in job)
+        if "model.latent_dim" in swept:
+            assert model.latent_dim == int(swept["model.latent_dim"]), job
+        if data.image_size <= 64:  # (512 px: built, not run here)
+            assert model.sample(2).shape == (2, data.channels, data.image_size, data.image_size), job
 
 
 def test_single_run_experiments_run_their_fast_form(tmp_path, data_dir):
