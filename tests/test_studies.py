@@ -27,7 +27,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 FAST = ["debug=fast", "callbacks.progress_bar.refresh_rate=0", "metrics.inception_download=false"]
 # per study: what the fast form needs beyond debug=fast to stay within seconds on a CPU: the 512 px DCGAN takes
 # its steps at 512 px with nets of width 4 and draws no pictures (a grid of 64 images of 512 px is most of its
-# cost); the GAN zoo's and the VQ-VAE's nets are narrowed; CelebA's stand-in trains no dataset classifier (JPEG decoding per step)
+# cost); the GAN zoo's and the VQ-VAE's nets are narrowed; CelebA's stand-in trains no dataset classifier
+# (it would decode JPEGs at every step)
 CHEAP = {
     "dcgan_512": [
         "model.generator.width=4",
@@ -43,7 +44,7 @@ CHEAP = {
 EXPECT = {
     "vae_capacity": (["test/recon", "test/nelbo"], {"": ["samples/epoch_000.png", "reconstructions/epoch_000.png"]}),
     "vae_beta": (["test/kl", "test/nelbo", "test/recon"], {"": ["reconstructions/epoch_000.png"]}),
-    "gan_vs_wgan": (["test/cfid", "test/modes"], {"": ["curves/divergence.png"]}),
+    "gan_vs_wgan": (["test/cfid", "test/modes", "test/jsd", "test/wasserstein"], {"": ["curves/divergence.png"]}),
     "celeba_suite": (
         ["test/recon"],
         {
