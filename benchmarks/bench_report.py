@@ -56,7 +56,7 @@ def speed_table(runs: dict, info: dict, titles: dict) -> list[str]:
         rows.append(
             f"| {titles[model]} | {info['params'][model]:,} | {limit or 'all'} | {b:.2f} | {g:.2f} "
             f"| **{g / b:.2f}×** ({each}) | {f'{whole:.2f}×' if limit else '–'} "
-            f"| {b * BATCH:.0f} ({b * info['flops'][model] / 1e9:.0f}) | {g * BATCH:.0f} | {rb:.0f} | {rg:.0f} "
+            f"| {b * BATCH:.0f} ({b * info['flops'][model] / 1e9:.3g}) | {g * BATCH:.0f} | {rb:.0f} | {rg:.0f} "
             f"| **{rg / rb:.2f}×** |"
         )
     return rows
