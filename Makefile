@@ -27,7 +27,7 @@ test: install ## run the default (offline, CPU) test suite
 test-all: install ## the full suite, slow real-data checks included (GENLAB_DATA_DIR must point at MNIST)
 	$(PY) -m pytest -q -m "not gpu"
 
-bench: install ## data path, then genlab vs plain-PyTorch baselines on MNIST (needs GENLAB_DATA_DIR; ~15 min); writes docs/benchmarks.md
+bench: install ## data path + training speed against plain-PyTorch scripts on MNIST (GENLAB_DATA_DIR, ~15 min): docs/benchmarks.md
 	$(PY) -m benchmarks.data_path
 	$(PY) -m benchmarks.train_speed $(BENCH_ARGS)
 

@@ -110,7 +110,10 @@ def n_params(model: str) -> int:
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def mnist_root(root: str, scratch: str = "outputs/bench/mnist") -> str:
+SCRATCH = str(Path(__file__).resolve().parents[1] / "outputs" / "bench" / "mnist")
+
+
+def mnist_root(root: str, scratch: str = SCRATCH) -> str:
     """A root where torchvision's MNIST(download=False) finds the extracted idx files. A read-only root holding
     only the .gz files is extracted once into `scratch` (torchvision would extract next to the .gz files)."""
     raw = Path(root) / "MNIST" / "raw"

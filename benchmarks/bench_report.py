@@ -136,7 +136,8 @@ def render(info: dict, runs: dict, titles: dict, argv: list[str]) -> str:
         ),
         "",
         f"Each run: {info['epochs']} epochs of real MNIST{limit}, batch 64, start-up included; "
-        f"{info['repeats']} alternations of the two sides, medians (the per-pair ratios in brackets). "
+        f"{info['repeats']} alternations of the two sides, medians (the per-pair ratios in brackets); "
+        f"OMP_WAIT_POLICY {info.get('omp_wait_policy', '?')} on both sides. "
         f"Whole benchmark: {info['total_s'] / 60:.1f} min. "
         f"Command: `python -m benchmarks.train_speed {' '.join(argv)}`.",
         "",

@@ -233,6 +233,13 @@ def main() -> None:
         metavar="MODEL=N",
         help=f"training batches per epoch on both sides, per model (default: {LIMITS}); none given: whole epochs",
     )
+    parser.add_argument(
+        "--omp-wait-policy",
+        choices=["passive", "active", "default"],
+        default=os.environ.get("OMP_WAIT_POLICY", "passive").lower(),
+        help="OMP_WAIT_POLICY of both sides' processes (default passive: on cores shared with other processes, "
+        "OpenMP threads spin-waiting between parallel regions made the baseline up to 10x slower)",
+    )
     parser.add_argument("--no-ddp", action="store_true", help="skip the 1- vs 2-rank CPU DDP comparison")
     parser.add_argument("--no-doc", action="store_true", help=f"print only; do not rewrite {DOC}")
     args = parser.parse_args()
@@ -240,9 +247,12 @@ def main() -> None:
     data_dir = os.environ.get("GENLAB_DATA_DIR")
     if not data_dir or not (Path(data_dir) / "MNIST" / "raw").is_dir():
         sys.exit(f"GENLAB_DATA_DIR={data_dir!r} holds no MNIST/raw; set it to the folder holding MNIST (real data)")
-    args.root = str(Path(baseline.mnist_root(data_dir, str(ROOT / "outputs" / "bench" / "mnist"))).resolve())
+    args.root = str(Path(baseline.mnist_root(data_dir)).resolve())
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     info = machine() | {"epochs": args.epochs, "repeats": args.repeats, "limits": args.limits}
+    info["omp_wait_policy"] = env.get("OMP_WAIT_POLICY", "unset (libgomp default)")
     info["epoch_batches"] = EPOCH_BATCHES
     info["flops"] = {model: baseline.flops_per_batch(model) for model in args.models}
     info["params"] = check_params(args.models)
