@@ -4,10 +4,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.genlab-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench lint clean
+.PHONY: help install demo test test-all bench bench-quick lint clean
 
 help: ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -27,8 +27,12 @@ test: install ## run the default (offline, CPU) test suite
 test-all: install ## the full suite, slow real-data checks included (GENLAB_DATA_DIR must point at MNIST)
 	$(PY) -m pytest -q -m "not gpu"
 
-bench: install ## benchmarks (data path vs torchvision's per-item pipeline); real MNIST when GENLAB_DATA_DIR is set
+bench: install ## data path + training speed against plain-PyTorch scripts on MNIST (GENLAB_DATA_DIR, ~15 min): docs/benchmarks.md
 	$(PY) -m benchmarks.data_path
+	$(PY) -m benchmarks.train_speed $(BENCH_ARGS)
+
+bench-quick: install ## one alternation of the training benchmark, printed only (no DDP pair, docs untouched)
+	$(PY) -m benchmarks.train_speed --repeats 1 --no-ddp --no-doc $(BENCH_ARGS)
 
 lint: install ## ruff lint and format check
 	$(PY) -m ruff check genlab tests benchmarks

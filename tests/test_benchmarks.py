@@ -1,0 +1,74 @@
+"""The training-speed benchmark's own parts: the baselines train the nets genlab builds, the timing callback
+measures a genlab run, and the docs rewrite keeps the hand-written text."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import baseline
+from benchmarks.bench_report import BEGIN, END, write_doc
+from benchmarks.train_speed import GENLAB_MODEL, genlab_params, shapes
+from tests.data_fixtures import write_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model", list(GENLAB_MODEL))
+def test_baseline_nets_have_the_layer_shapes_of_genlab_nets(model):
+    ours = genlab_params(model)
+    theirs = shapes(p for net in baseline.build(model).values() for p in net.parameters())
+    assert ours == theirs
+    assert sum(math.prod(shape) for shape in ours) == baseline.n_params(model)
+
+
+@pytest.mark.parametrize("model", list(GENLAB_MODEL))
+def test_baseline_loop_trains_every_batch_and_reports(tmp_path, model, capsys):
+    write_mnist(tmp_path, n_train=200, gz=False)  # 4 batches of 64 per epoch, the last of 8
+    report = tmp_path / "report.json"
+    argv = [model, "--epochs", "2", "--limit-batches", "3", "--root", str(tmp_path), "--report", str(report)]
+    baseline.main(argv)
+    summary = json.loads(report.read_text())
+    assert summary["batches"] == 6 and summary["params"] == baseline.n_params(model)
+    assert summary["first_step_time"] < summary["end_time"]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all("nan" not in line for line in lines)  # one print per batch
+
+
+def test_mnist_root_extracts_a_gz_only_root_into_scratch(tmp_path):
+    arrays = write_mnist(tmp_path / "data", n_train=10, n_test=4, gz=True)
+    root = baseline.mnist_root(str(tmp_path / "data"), str(tmp_path / "scratch"))
+    assert root == str(tmp_path / "scratch")
+    from torchvision.datasets import MNIST
+
+    dataset = MNIST(root, train=True, download=False)
+    assert len(dataset) == 10 and (dataset.data.numpy() == arrays["train_images"]).all()
+    assert baseline.mnist_root(root, str(tmp_path / "other")) == root  # already extracted: used as it is
+
+
+def test_bench_timer_records_first_step_batches_and_checkpoint_time(tmp_path):
+    timer, run_dir = tmp_path / "timer.json", tmp_path / "run"
+    cmd = [sys.executable, "-m", "genlab", "model=wgan", "debug=fast", "callbacks.progress_bar.refresh_rate=0"]
+    cmd += [f"hydra.run.dir={run_dir}", "test=false", "report=false"]
+    cmd += ["+callbacks.bench_timer._target_=benchmarks.hooks.BenchTimer", f"+callbacks.bench_timer.path={timer}"]
+    env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(timer.read_text())
+    assert record["batches"] == 6  # debug=fast: one epoch of 6 batches
+    fit = record["fit_end_time"] - record["first_step_time"]
+    assert 0 < record["batch_seconds"] < fit and 0 < record["validation_seconds"] < fit
+    assert record["checkpoints"] >= 2 and 0 < record["checkpoint_seconds"] < fit  # best and last
+    assert record["callback_seconds"]["SampleQuality"] > 0
+
+
+def test_write_doc_replaces_only_the_text_between_the_markers(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\nhand-written\n\n{BEGIN}\nold table\n{END}\n\n## Profile\nlead's text\n")
+    write_doc(doc, "new table\n")
+    write_doc(doc, "newer table\n")
+    assert doc.read_text() == f"# Title\nhand-written\n\n{BEGIN}\nnewer table\n{END}\n\n## Profile\nlead's text\n"
