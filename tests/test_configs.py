@@ -28,7 +28,8 @@ def test_the_issue_config_groups_exist():
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("data", DATASETS)
 def test_model_and_data_compose_and_instantiate(make_cfg, model, data):
-    extra = ["data.root=/nonexistent"] if data == "image_folder" else []  # its root is required (???)
+    required = {"image_folder": ["data.root=/nonexistent"], "generated": ["data.augment.run_dir=/nonexistent"]}
+    extra = required.get(data, [])  # their root / run dir is required (???); constructing reads neither
     cfg = make_cfg(f"model={model}", f"data={data}", *extra)
     datamodule = instantiate(cfg.data)  # constructing loads nothing: no files needed
     if cfg.model.get("conditional") and cfg.data.num_classes < 2:
