@@ -276,6 +276,69 @@ def test_ema_generator_lags_the_live_one_and_is_what_sample_uses(tmp_path):
     assert "generator_ema.net.0.weight" in model.state_dict()
 
 
+def test_ema_generator_gets_batchnorm_statistics_of_its_own_without_touching_the_rng(tmp_path):
+    """ema_bn=standing: before it generates, the EMA generator's BatchNorm statistics are the mean over its own
+    outputs on fixed noise (not the live G's), recomputed once per G step; the global RNG stream is untouched."""
+    model = gan(ema_decay=0.9)
+    fit(model, tmp_path, batches=4)
+    bn = next(m for m in model.generator_ema.modules() if isinstance(m, nn.BatchNorm1d))
+    live_bn = next(m for m in model.generator.modules() if isinstance(m, nn.BatchNorm1d))
+    torch.manual_seed(3)
+    model.sample(2)
+    after_sample = torch.rand(1)
+    torch.manual_seed(3)
+    torch.randn(2, 8)
+    assert torch.equal(torch.rand(1), after_sample)  # sample drew its 2 latents and nothing more
+    stats = bn.running_mean.clone()
+    assert not torch.allclose(stats, live_bn.running_mean)
+    with torch.no_grad():  # what the statistics should be: the EMA generator's own batch statistics
+        model.generator_ema.train()
+        h = model.generator_ema.net[0](model.sample_latent(4096, torch.Generator().manual_seed(0)))
+        model.generator_ema.eval()
+    assert torch.allclose(stats, h.mean(0), atol=1e-5)
+    model.generator_ema.net[0].weight.data.add_(1.0)
+    model.sample(2)
+    assert torch.equal(bn.running_mean, stats)  # same G step: not recomputed
+    model.steps["g"] += 1
+    model.sample(2)
+    assert not torch.equal(bn.running_mean, stats)  # a new G step: recomputed
+    live = gan(ema_decay=0.9, ema_bn="live")
+    fit(live, tmp_path / "live", batches=4)
+    ema_bn = next(m for m in live.generator_ema.modules() if isinstance(m, nn.BatchNorm1d))
+    live.sample(2)
+    assert torch.equal(
+        ema_bn.running_mean, next(m for m in live.generator.modules() if isinstance(m, nn.BatchNorm1d)).running_mean
+    )
+
+
+def test_ema_warmup_forgets_the_first_weights():
+    """ema_warmup: decay min(ema_decay, (1 + t) / (10 + t)) at G step t; at t = 0 that is 0.1."""
+    model = gan(ema_decay=0.999, ema_warmup=True)
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    before = snapshot(model.generator_ema)
+    model._update_ema()
+    for b, e, live in zip(before, snapshot(model.generator_ema), snapshot(model.generator), strict=True):
+        assert torch.allclose(e, 0.1 * b + 0.9 * live)
+
+
+def test_dcgan_init_draws_conv_and_batchnorm_weights_as_the_paper():
+    torch.manual_seed(0)
+    g = ConvDecoder(1, 28, latent_dim=16, width=32)
+    d = ConvEncoder(1, 28, width=32)
+    GAN(g, d, 16, torch.optim.Adam, torch.optim.Adam, init="dcgan")
+    convs = [m for net in (g, d) for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    norms = [m for net in (g, d) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(weights.mean()) < 1e-3 and abs(weights.std() - 0.02) < 1e-3
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    scales = torch.cat([m.weight for m in norms])
+    assert abs(scales.mean() - 1) < 0.01 and abs(scales.std() - 0.02) < 0.01
+    with pytest.raises(ConfigError, match="model.init='xavier' is not supported; expected one of: None, 'dcgan'"):
+        GAN(g, d, 16, torch.optim.Adam, torch.optim.Adam, init="xavier")
+
+
 def test_generate_keeps_frozen_subnetworks_in_eval_mode():
     model = gan(ema_decay=0.99)
     model.generator_ema.eval()

@@ -254,3 +254,55 @@ def test_iwae_recovers_the_closed_form_of_a_linear_gaussian_model():
     assert (one < exact).all()
     assert torch.allclose(many, exact, atol=0.02)
     assert (exact - many).mean() < (exact - one).mean() - 0.05  # the bound tightens with k
+
+
+class _ValueClassifier:
+    """A stand-in dataset classifier: an image filled with (c - 4.5) / 5 in [-1, 1] is class c."""
+
+    name, weights_hash, resize = "value-classifier", "none", "none"
+
+    def __call__(self, images):
+        c = (images.flatten(1).mean(1) * 5 + 4.5).round().long().clamp(0, 9)
+        return {"features": torch.nn.functional.one_hot(c, 10).float(), "probs": torch.eye(10)[c]}
+
+
+class _Conditional:
+    """A conditional model drawing class `(y + shift) % 10` when asked for class y; reconstructs as class
+    `(label + shift) % 10` too."""
+
+    device, num_classes = torch.device("cpu"), 10
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift
+
+    @staticmethod
+    def image(c):
+        return ((c.float() - 4.5) / 5).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+
+    def sample(self, n, y=None):
+        return self.image((y + self.shift) % 10)
+
+    def reconstruct(self, x):
+        return self.image(((x.flatten(1).mean(1) * 5 + 4.5).round().long() + self.shift) % 10)
+
+
+@pytest.mark.parametrize("shift, agreement", [(0, 1.0), (1, 0.0)])
+def test_class_agreement_of_conditional_samples_and_reconstruction_accuracy(shift, agreement):
+    """ACGAN's `class_agreement` (classifier label == requested class) and `recon_accuracy` (classifier label
+    of G(E(x)) == label of x): 1 for a model that honours the request, 0 for one that draws the next class."""
+    quality = QualityMetrics("unused", inception=False, batch_size=7)
+    quality.extractors["classifier"] = _ValueClassifier()
+    model = _Conditional(shift)
+    fake = quality.features(model, 50, offset=3)
+    assert fake["classifier"]["labels"].tolist() == [(3 + i) % 10 for i in range(50)]
+    real = quality.extractors["classifier"](_Conditional.image(torch.arange(50) % 10))
+    assert quality_metrics_of(real, fake["classifier"])[keys.CLASS_AGREEMENT] == agreement
+    labels = torch.arange(30) % 10
+    batches = list(_Conditional.image(labels).split(8))
+    assert quality.reconstruction_accuracy(model, batches, labels) == {keys.RECON_ACC: agreement}
+
+
+def quality_metrics_of(real, fake):
+    from genlab.metrics.quality import classifier_metrics
+
+    return classifier_metrics(real, fake, kid_subset_size=10, kid_subsets=2)

@@ -14,7 +14,7 @@ from genlab.metrics.features import ClassifierExtractor, Extractor, extract
 from genlab.metrics.inception import load_inception
 from genlab.metrics.quality import METRIC_SETS, protocol
 from genlab.metrics.reference import reference_features
-from genlab.models.sampling import sample_batches
+from genlab.models.sampling import sample_batches, sample_labels
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,23 @@ class QualityMetrics:
         return keys.CFID if "classifier" in self.extractors else keys.FID if "inception" in self.extractors else None
 
     def features(self, model, n: int, offset: int = 0) -> dict[str, dict[str, Tensor]]:
-        """Features of `n` new samples per extractor (one pass of sampling feeds every extractor)."""
+        """Features of `n` new samples per extractor (one pass of sampling feeds every extractor); a conditional
+        model's requested labels go with the classifier's features (`labels`: its class agreement)."""
         batches = list(sample_batches(model, n, self.batch_size, offset))
-        return {name: extract(ex, batches) for name, ex in self.extractors.items()}
+        fake = {name: extract(ex, batches) for name, ex in self.extractors.items()}
+        labels = sample_labels(model, n, offset)
+        if labels is not None and "classifier" in fake:
+            fake["classifier"]["labels"] = labels
+        return fake
+
+    @torch.no_grad()
+    def reconstruction_accuracy(self, model, batches: Sequence[Tensor], labels: Tensor) -> dict[str, float]:
+        """The fraction of test images whose reconstruction the dataset classifier labels as the image's own
+        label (`recon_accuracy`); {} without a classifier."""
+        if "classifier" not in self.extractors:
+            return {}
+        probs = extract(self.extractors["classifier"], (model.reconstruct(x).float() for x in batches))["probs"]
+        return {keys.RECON_ACC: float((probs.argmax(1) == labels).float().mean())}
 
     def compute(
         self, fake: dict[str, dict[str, Tensor]], split: str, kid_subsets: int | None = None

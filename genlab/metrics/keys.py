@@ -14,6 +14,10 @@ KID = "kid"
 # reconstruction (models with `reconstruct`), pixels in [0, 1]
 MSE = "recon_mse"
 PSNR = "recon_psnr"
+# the dataset classifier's label of a reconstruction equals the label of its input (BiGAN's G(E(x)), VAEs)
+RECON_ACC = "recon_accuracy"
+# conditional models: the dataset classifier's label of a sample equals the class it was asked for (ACGAN)
+CLASS_AGREEMENT = "class_agreement"
 # likelihood (VAEs), nats per image
 NELBO = "nelbo"
 IWAE = "iwae_nll"

@@ -15,7 +15,8 @@ from genlab.metrics.features import Extractor
 def classifier_metrics(
     real: dict[str, Tensor], fake: dict[str, Tensor], kid_subset_size: int = 1000, kid_subsets: int = 100, pr_k: int = 3
 ) -> dict[str, float]:
-    """cFID, cKID, classifier IS, modes covered (>= 1% of samples), class-KL and precision/recall."""
+    """cFID, cKID, classifier IS, modes covered (>= 1% of samples), class-KL and precision/recall; with the
+    requested `labels` of conditional samples in `fake`, the class agreement (classifier's label == requested)."""
     num_classes = real["probs"].shape[1]
     fake_hist = stats.class_histogram(fake["probs"].argmax(1), num_classes)
     real_hist = stats.class_histogram(real["probs"].argmax(1), num_classes)
@@ -23,7 +24,10 @@ def classifier_metrics(
     if radii is None:  # the real k-NN radii depend only on the reference: computed once per reference dict
         radii = real[f"radii_k{pr_k}"] = stats.kth_nn_radius(real["features"].float(), pr_k)
     precision, recall = stats.precision_recall(real["features"], fake["features"], k=pr_k, real_radii=radii)
-    return {
+    agreement = {}
+    if "labels" in fake:
+        agreement[keys.CLASS_AGREEMENT] = float((fake["probs"].argmax(1) == fake["labels"]).float().mean())
+    return agreement | {
         keys.CFID: stats.fid(real["features"], fake["features"]),
         keys.CKID: stats.kid(real["features"], fake["features"], kid_subset_size, kid_subsets),
         keys.CIS: stats.inception_score(fake["probs"]),

@@ -72,6 +72,9 @@ class GAN(GenerativeModule):
         scheduler_d: Callable[[Optimizer], LRScheduler] | None = None,
         scheduler_interval: str = "epoch",
         ema_decay: float | None = None,
+        ema_warmup: bool = False,
+        ema_bn: str = "standing",
+        init: str | None = None,
         num_classes: int = 0,
         conditional: bool = False,
         aux_weight: float = 1.0,
@@ -103,6 +106,10 @@ class GAN(GenerativeModule):
         check_choice("model.scheduler_interval", scheduler_interval, ("epoch", "g_step"))
         if ema_decay is not None:
             _check_range("ema_decay", ema_decay, 0.0, 1.0, low_open=True)
+        check_choice("model.init", init, (None, "dcgan"))
+        if init == "dcgan":
+            for net in (generator, discriminator):
+                net.apply(dcgan_init)
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = DiscriminatorHeads(discriminator, self.num_classes)
@@ -113,6 +120,8 @@ class GAN(GenerativeModule):
         self.grad_clip = {"g": grad_clip_g, "d": grad_clip_d}
         self.label_smoothing, self.label_flip, self.aux_weight = label_smoothing, label_flip, aux_weight
         self.instance_noise, self.instance_noise_steps, self.ema_decay = instance_noise, instance_noise_steps, ema_decay
+        check_choice("model.ema_bn", ema_bn, ("standing", "live"))
+        self.ema_warmup, self.ema_bn, self._ema_stats_at = ema_warmup, ema_bn, None
         self.monitor = f"val/{self.objective.divergence}" if self.objective.divergence else None
         self.steps = {"batches": 0, "d": 0, "g": 0}  # saved in the checkpoint; drive the schedule
         self._max_g_steps: int | None = None
@@ -120,7 +129,35 @@ class GAN(GenerativeModule):
     # -- generation -------------------------------------------------------------------------------------
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Images from the EMA generator when `ema_decay` is set, else from the live one."""
-        return (self.generator if self.generator_ema is None else self.generator_ema)(z, y)
+        if self.generator_ema is None:
+            return self.generator(z, y)
+        self._ema_standing_stats()
+        return self.generator_ema(z, y)
+
+    @torch.no_grad()
+    def _ema_standing_stats(self, n: int = 4096, batch_size: int = 512) -> None:
+        """BatchNorm statistics of the EMA generator's own activations (the live G's running statistics do not fit
+        the averaged weights): the mean over `n` samples of fixed noise, recomputed once per G step at most,
+        from a generator of its own so that the training noise and the callers' RNG are untouched."""
+        norms = [m for m in self.generator_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if self.ema_bn != "standing" or not norms or self._ema_stats_at == self.steps["g"]:
+            return
+        noise = torch.Generator().manual_seed(0)
+        momenta = [m.momentum for m in norms]
+        modes = {m: m.training for m in self.generator_ema.modules()}
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative mean over the batches below
+        self.generator_ema.train()
+        try:
+            for _ in range(n // batch_size):
+                self.generator_ema(self.sample_latent(batch_size, noise), self.sample_labels(batch_size, noise))
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            for m, training in modes.items():
+                m.train(training)
+        self._ema_stats_at = self.steps["g"]
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         """What G's optimiser updates (BiGAN adds its encoder)."""
@@ -188,10 +225,14 @@ class GAN(GenerativeModule):
     def _update_ema(self) -> None:
         if self.generator_ema is None:
             return
+        decay = self.ema_decay
+        if self.ema_warmup:  # TensorFlow's ExponentialMovingAverage(num_updates): early weights are forgotten
+            decay = min(decay, (1 + self.steps["g"]) / (10 + self.steps["g"]))
         for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
-            ema.lerp_(live, 1.0 - self.ema_decay)  # ema = decay * ema + (1 - decay) * live
-        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema.copy_(live)  # BatchNorm statistics follow the live generator
+            ema.lerp_(live, 1.0 - decay)  # ema = decay * ema + (1 - decay) * live
+        if self.ema_bn == "live":
+            for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+                ema.copy_(live)  # BatchNorm statistics follow the live generator
 
     # -- the objective ----------------------------------------------------------------------------------
     def _fake(self, n: int) -> tuple[Tensor, Tensor | None]:
@@ -294,9 +335,22 @@ class GAN(GenerativeModule):
         checkpoint["genlab_gan_steps"] = dict(self.steps)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._ema_stats_at = None  # the loaded EMA weights get their own statistics before they generate
         super().on_load_checkpoint(checkpoint)
         self.steps = dict(checkpoint.get("genlab_gan_steps", self.steps))
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.argmax(1) == y).float().mean()
+
+
+@torch.no_grad()
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al. 2016, sec. 4: convolution weights ~ N(0, 0.02); BatchNorm scales ~ N(1, 0.02), shifts 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

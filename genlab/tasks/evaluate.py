@@ -55,6 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     batches = [uint8_to_model(x) for x in images.split(cfg.metrics.quality.batch_size)]
     if hasattr(model, "reconstruct"):
         values.update(reconstruction_metrics(model, batches))
+        values.update(quality.reconstruction_accuracy(model, batches, labels))
         protocol["reconstruction"] = {"split": "test", "n": len(images), "scale": "[0, 1]"}
     if hasattr(model, "posterior") and hasattr(model, "decoder"):
         values.update(vae_likelihood(model, batches, k=cfg.metrics.iwae_k))
