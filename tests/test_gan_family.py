@@ -339,6 +339,20 @@ def test_dcgan_init_draws_conv_and_batchnorm_weights_as_the_paper():
         GAN(g, d, 16, torch.optim.Adam, torch.optim.Adam, init="xavier")
 
 
+def test_spectral_norm_bounds_every_layer_of_d(tmp_path):
+    """spectral_norm=true: every linear layer of D (heads included) is parametrised; after training steps
+    the effective weights have a largest singular value of about 1, and the module still saves and loads."""
+    model = gan(spectral_norm=True)
+    layers = [m for m in model.discriminator.modules() if isinstance(m, nn.Linear)]
+    assert layers and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+    fit(model, tmp_path, batches=4)
+    for m in layers:
+        assert torch.linalg.matrix_norm(m.weight.detach(), ord=2) == pytest.approx(1.0, abs=0.1)
+    again = gan(spectral_norm=True)
+    again.load_state_dict(model.state_dict())
+    assert all(not nn.utils.parametrize.is_parametrized(m, "weight") for m in gan().discriminator.modules())
+
+
 def test_generate_keeps_frozen_subnetworks_in_eval_mode():
     model = gan(ema_decay=0.99)
     model.generator_ema.eval()

@@ -75,6 +75,7 @@ class GAN(GenerativeModule):
         ema_warmup: bool = False,
         ema_bn: str = "standing",
         init: str | None = None,
+        spectral_norm: bool = False,
         num_classes: int = 0,
         conditional: bool = False,
         aux_weight: float = 1.0,
@@ -113,6 +114,10 @@ class GAN(GenerativeModule):
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = DiscriminatorHeads(discriminator, self.num_classes)
+        if spectral_norm:  # Miyato et al. 2018: every linear and conv layer of D, its heads included
+            for module in list(self.discriminator.modules()):
+                if isinstance(module, nn.Linear | nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
         self._d_batch_stats = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
         self.optimizer_g, self.optimizer_d, self.lr_g, self.lr_d = optimizer_g, optimizer_d, lr_g, lr_d
