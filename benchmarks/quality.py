@@ -1,6 +1,6 @@
 """One row of the quality table (issue [8 of 10]): train a recipe, evaluate the checkpoint genlab selects.
 
-    GENLAB_DATA_DIR=../shared/data python -m benchmarks.quality --name headline --seeds 42,43,44 -- model=wgan data=mnist
+    GENLAB_DATA_DIR=../shared/data python -m benchmarks.quality --name headline --seeds 42,43 -- model=wgan data=mnist
 
 For each seed: `python -m genlab <overrides> seed=S` (wall time measured around the whole process, start-up
 included), then `python -m genlab.evaluate run_dir=<run> ckpt=best` (10,000 samples against the test split).

@@ -72,3 +72,38 @@ def test_write_doc_replaces_only_the_text_between_the_markers(tmp_path):
     write_doc(doc, "new table\n")
     write_doc(doc, "newer table\n")
     assert doc.read_text() == f"# Title\nhand-written\n\n{BEGIN}\nnewer table\n{END}\n\n## Profile\nlead's text\n"
+
+
+def test_quality_row_trains_evaluates_and_summarises_seeds(tmp_path, monkeypatch, capsys):
+    """benchmarks/quality.py: each seed is trained once into <root>/<name>/seed_<S> and evaluated; a second call
+    evaluates the existing run again instead of retraining; mean ± std over the seeds; a failing step names its log."""
+    from benchmarks import quality
+
+    calls = []
+
+    def fake_call(cmd, stdout, stderr):
+        calls.append(cmd)
+        run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith(("hydra.run.dir=", "run_dir="))))
+        if "genlab.evaluate" in cmd:
+            seed = int(run_dir.name.split("_")[1])
+            m = {"eval/cis": 8.0 + seed / 100, "eval/cfid": 4.0, "eval/modes": 10.0, "eval/class_kl": 0.01}
+            m["eval/protocol"] = {"checkpoint": str(run_dir / "checkpoints" / "best-epoch001.ckpt"), "n_samples": 10}
+            (run_dir / "metrics.json").write_text(json.dumps(m))
+        else:
+            (run_dir / "checkpoints").mkdir(parents=True)
+            (run_dir / "checkpoints" / "best.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(quality.subprocess, "call", fake_call)
+    argv = ["quality", "--name", "r", "--seeds", "1,3", "--root", str(tmp_path), "--log", str(tmp_path / "l.jsonl")]
+    monkeypatch.setattr(sys, "argv", [*argv, "model=wgan"])
+    quality.main()
+    out = capsys.readouterr().out
+    assert "cis 8.02 ± 0.01" in out and "cfid 4.00 ± 0.00" in out
+    assert sum("genlab.evaluate" not in c for c in calls) == 2 and ["seed=1" in c for c in calls].count(True) == 1
+    quality.main()  # the runs exist: evaluated again, not retrained
+    assert sum("genlab.evaluate" not in c for c in calls) == 2 and len(calls) == 6
+    assert len((tmp_path / "l.jsonl").read_text().splitlines()) == 4
+    monkeypatch.setattr(quality.subprocess, "call", lambda cmd, stdout, stderr: 3)
+    with pytest.raises(SystemExit, match=r"exited 3; see .*seed_1.evaluate.log"):
+        quality.main()
