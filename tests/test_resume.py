@@ -31,7 +31,8 @@ NETS = {
     "gan": ["model.generator.hidden_dims=[32]", "model.discriminator.hidden_dims=[32]", "model.latent_dim=4"],
 }
 DCGAN = ["model.generator.width=4", "model.latent_dim=4"]  # 8 px: one stride-2 block
-NETS |= {"wgan": DCGAN, "wgan_gp": DCGAN, "dcgan": [*DCGAN, "data.hflip=true"]}  # dcgan: + the hflip coin flips
+# wgan: MLP nets (its default), with its EMA generator and standing BatchNorm statistics; dcgan: + hflip coin flips
+NETS |= {"wgan": NETS["gan"], "wgan_gp": DCGAN, "dcgan": [*DCGAN, "data.hflip=true"]}
 MODELS = list(NETS)
 
 
