@@ -79,6 +79,7 @@ class GAN(GenerativeModule):
         num_classes: int = 0,
         conditional: bool = False,
         aux_weight: float = 1.0,
+        class_head: str = "auxiliary",
     ) -> None:
         super().__init__(latent_dim, num_classes=num_classes, conditional=conditional)
         lr_g, lr_d = lr if lr_g is None else lr_g, lr if lr_d is None else lr_d
@@ -113,10 +114,10 @@ class GAN(GenerativeModule):
                 net.apply(dcgan_init)
         self.automatic_optimization = False
         self.generator = generator
-        self.discriminator = DiscriminatorHeads(discriminator, self.num_classes)
+        self.discriminator = DiscriminatorHeads(discriminator, self.num_classes, class_head)
         if spectral_norm:  # Miyato et al. 2018: every linear and conv layer of D, its heads included
             for module in list(self.discriminator.modules()):
-                if isinstance(module, nn.Linear | nn.Conv2d):
+                if isinstance(module, nn.Linear | nn.Conv2d | nn.Embedding):
                     nn.utils.parametrizations.spectral_norm(module)
         self._d_batch_stats = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
@@ -266,10 +267,10 @@ class GAN(GenerativeModule):
         with torch.no_grad():
             fake, y_fake = self._fake(x.shape[0])
         real_in, fake_in = self._noisy(x), self._noisy(fake)
-        (real_out, real_aux), (fake_out, fake_aux) = self._score_both(real_in, fake_in)
+        (real_out, real_aux), (fake_out, fake_aux) = self._score_both(real_in, fake_in, y, y_fake)
         loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
         logs = self._diagnostics(real_out, fake_out)
-        critic = lambda v: self.discriminator(v)[0]  # noqa: E731
+        critic = lambda v: self.discriminator(v, y=y if y_fake is not None else None)[0]  # noqa: E731
         penalty = self.objective.penalty(critic, real_in, fake_in) if self.training else None
         if penalty is not None:
             loss, logs["gp"] = loss + penalty, penalty
@@ -285,19 +286,24 @@ class GAN(GenerativeModule):
             )
         return loss, logs
 
-    def _score_both(self, real: Tensor, fake: Tensor) -> tuple[tuple[Tensor, Tensor | None], ...]:
-        """D on the real and the generated batch. Without batch statistics in D (no BatchNorm), one forward
-        over both concatenated is the same computation per sample in fewer, larger matrix products
-        (`docs/benchmarks.md`); with BatchNorm, two forwards keep each batch's own statistics."""
+    def _score_both(
+        self, real: Tensor, fake: Tensor, y_real: Tensor, y_fake: Tensor | None
+    ) -> tuple[tuple[Tensor, Tensor | None], ...]:
+        """D on the real and the generated batch (with their labels for a conditional model). Without batch
+        statistics in D (no BatchNorm), one forward over both concatenated is the same computation per sample in
+        fewer, larger matrix products (`docs/benchmarks.md`); with BatchNorm, two forwards keep each batch's own
+        statistics."""
+        y_real = None if y_fake is None else y_real
         if self._d_batch_stats:
-            return self.discriminator(real), self.discriminator(fake)
-        out, aux = self.discriminator(torch.cat([real, fake]))
+            return self.discriminator(real, y=y_real), self.discriminator(fake, y=y_fake)
+        labels = None if y_fake is None else torch.cat([y_real, y_fake])
+        out, aux = self.discriminator(torch.cat([real, fake]), y=labels)
         n = real.shape[0]
         return (out[:n], None if aux is None else aux[:n]), (out[n:], None if aux is None else aux[n:])
 
     def generator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         fake, y_fake = self._fake(x.shape[0])
-        fake_out, fake_aux = self.discriminator(self._noisy(fake))
+        fake_out, fake_aux = self.discriminator(self._noisy(fake), y=y_fake)
         loss = self.objective.g_loss(fake_out)
         if fake_aux is not None:
             loss = loss + self.aux_weight * F.cross_entropy(fake_aux, y_fake)

@@ -46,11 +46,15 @@ class LabelConditioning(nn.Module):
 
 
 class DiscriminatorHeads(nn.Module):
-    """A feature trunk (`[...] -> [B, trunk.out_dim]`) with an adversarial head `[B]` and, for ACGAN
-    (Odena et al. 2017), an auxiliary classifier head `[B, num_classes]` (None when `num_classes == 0`)."""
+    """A feature trunk (`[...] -> [B, trunk.out_dim]`) with an adversarial head `[B]` and, for a conditional
+    model (`num_classes > 0`), a class head: `auxiliary` (ACGAN, Odena et al. 2017: a classifier head
+    `[B, num_classes]`, returned beside the score) or `projection` (Miyato & Koyama 2018,
+    https://arxiv.org/abs/1802.05637: the score gains the inner product of a learned class embedding with the
+    features, `adv(h) + <embed(y), h>`; no second output)."""
 
-    def __init__(self, trunk: nn.Module, num_classes: int = 0) -> None:
+    def __init__(self, trunk: nn.Module, num_classes: int = 0, class_head: str = "auxiliary") -> None:
         super().__init__()
+        check_choice("model.class_head", class_head, ("auxiliary", "projection"))
         features = getattr(trunk, "out_dim", None)
         if not isinstance(features, int):
             raise ConfigError(
@@ -59,8 +63,15 @@ class DiscriminatorHeads(nn.Module):
             )
         self.trunk = trunk
         self.adv = nn.Linear(features, 1)
-        self.aux = nn.Linear(features, num_classes) if num_classes else None
+        head = class_head if num_classes else None
+        self.aux = nn.Linear(features, num_classes) if head == "auxiliary" else None
+        self.embed = nn.Embedding(num_classes, features) if head == "projection" else None
 
-    def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, *inputs: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         h = self.trunk(*inputs)  # (B, features)
-        return self.adv(h).squeeze(1), (self.aux(h) if self.aux is not None else None)  # (B,), (B, K)
+        score = self.adv(h).squeeze(1)  # (B,)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator has a projection head: pass labels y [B]")
+            score = score + (self.embed(y) * h).sum(1)  # (B, F) . (B, F) -> (B,)
+        return score, (self.aux(h) if self.aux is not None else None)  # (B,), (B, K) or None
