@@ -351,6 +351,8 @@ def test_spectral_norm_bounds_every_layer_of_d(tmp_path):
     again = gan(spectral_norm=True)
     again.load_state_dict(model.state_dict())
     assert all(not nn.utils.parametrize.is_parametrized(m, "weight") for m in gan().discriminator.modules())
+    projection = gan(spectral_norm=True, num_classes=2, conditional=True, class_head="projection")
+    assert nn.utils.parametrize.is_parametrized(projection.discriminator.embed, "weight")  # the class embedding too
 
 
 def test_generate_keeps_frozen_subnetworks_in_eval_mode():
@@ -425,6 +427,49 @@ def test_acgan_learns_the_classes_and_honours_y():
         assert (left > right) == (label == 0)  # G draws the class it was asked for
     z, y = model.fixed_inputs()
     assert y.tolist() == [0] * 8 + [1] * 8 and torch.equal(z[:8], z[8:])  # pairs: same z, attribute off/on
+
+
+def test_projection_head_adds_the_class_embedding_inner_product():
+    torch.manual_seed(0)
+    heads = DiscriminatorHeads(MLPEncoder(1, 8, [16], activation="leaky_relu"), num_classes=3, class_head="projection")
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
+    score, aux = heads(x, y=y)
+    h = heads.trunk(x)
+    expected = heads.adv(h).squeeze(1) + (heads.embed.weight[y] * h).sum(1)  # Miyato & Koyama 2018, eq. 3
+    assert aux is None and torch.allclose(score, expected)
+    assert not torch.allclose(score, heads(x, y=(y + 1) % 3)[0])  # the score depends on the label
+    with pytest.raises(ValueError, match="pass labels y"):
+        heads(x)
+    unconditional = DiscriminatorHeads(MLPEncoder(1, 8, [16]), num_classes=0, class_head="projection")
+    assert unconditional.embed is None and unconditional.aux is None
+    with pytest.raises(ConfigError, match="model.class_head='softmax'.*auxiliary.*projection"):
+        DiscriminatorHeads(MLPEncoder(1, 8, [16]), num_classes=3, class_head="softmax")
+
+
+@pytest.mark.parametrize("loss", ["bce", "wasserstein", "wasserstein_gp"])
+def test_projection_cgan_learns_the_classes_and_honours_y(loss):
+    torch.manual_seed(0)
+    extra = {"clip_value": 0.1} if loss == "wasserstein" else {}
+    model = gan(num_classes=2, conditional=True, class_head="projection", loss=loss, **extra)
+    assert model.discriminator.aux is None and model.discriminator.embed is not None
+    opt_g = torch.optim.Adam(model.generator_parameters(), lr=2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    for _ in range(150):
+        x, y = two_class_batches()
+        for opt, fn in ((opt_d, model.discriminator_loss), (opt_g, model.generator_loss)):
+            loss_value, logs = fn(x, y)
+            opt.zero_grad()
+            loss_value.backward()
+            opt.step()
+            if opt is opt_d:
+                model.objective.after_d_step(model.discriminator)
+        assert "aux_loss" not in logs
+    if loss == "wasserstein":  # weight clipping covers the class embedding too
+        assert model.discriminator.embed.weight.abs().max() <= 0.1
+    for label in (0, 1):
+        images = model.sample(200, y=torch.tensor(label))
+        left, right = images[..., :4].mean(), images[..., 4:].mean()
+        assert (left > right) == (label == 0)  # G draws the class it was asked for
 
 
 def test_bigan_trains_its_encoder_and_reconstructs(tmp_path):
