@@ -429,6 +429,23 @@ def test_acgan_learns_the_classes_and_honours_y():
     assert y.tolist() == [0] * 8 + [1] * 8 and torch.equal(z[:8], z[8:])  # pairs: same z, attribute off/on
 
 
+def test_acgan_aux_fake_false_trains_d_classifier_on_real_images_only():
+    torch.manual_seed(0)
+    x, y = two_class_batches()
+    both, real_only = gan(num_classes=2, conditional=True), gan(num_classes=2, conditional=True, aux_fake=False)
+    real_only.load_state_dict(both.state_dict())
+    for model in (both, real_only):
+        model.step_noise = lambda: torch.Generator().manual_seed(1)  # the same fakes for both
+    _, logs_both = both.discriminator_loss(x, y)
+    _, logs_real = real_only.discriminator_loss(x, y)
+    real_aux = real_only.discriminator(x)[1]
+    assert torch.allclose(logs_real["aux_loss"], torch.nn.functional.cross_entropy(real_aux, y))
+    assert logs_both["aux_loss"] > logs_real["aux_loss"]  # the generated images' term is gone
+    g_loss, _ = real_only.generator_loss(x, y)
+    g_loss.backward()  # G is still trained to be classified as its label
+    assert all(p.grad is not None for p in real_only.generator.parameters())
+
+
 def test_projection_head_adds_the_class_embedding_inner_product():
     torch.manual_seed(0)
     heads = DiscriminatorHeads(MLPEncoder(1, 8, [16], activation="leaky_relu"), num_classes=3, class_head="projection")

@@ -80,6 +80,7 @@ class GAN(GenerativeModule):
         conditional: bool = False,
         aux_weight: float = 1.0,
         class_head: str = "auxiliary",
+        aux_fake: bool = True,
     ) -> None:
         super().__init__(latent_dim, num_classes=num_classes, conditional=conditional)
         lr_g, lr_d = lr if lr_g is None else lr_g, lr if lr_d is None else lr_d
@@ -125,6 +126,7 @@ class GAN(GenerativeModule):
         self.scheduler_g, self.scheduler_d, self.scheduler_interval = scheduler_g, scheduler_d, scheduler_interval
         self.grad_clip = {"g": grad_clip_g, "d": grad_clip_d}
         self.label_smoothing, self.label_flip, self.aux_weight = label_smoothing, label_flip, aux_weight
+        self.aux_fake = aux_fake
         self.instance_noise, self.instance_noise_steps, self.ema_decay = instance_noise, instance_noise_steps, ema_decay
         check_choice("model.ema_bn", ema_bn, ("standing", "live"))
         self.ema_warmup, self.ema_bn, self._ema_stats_at = ema_warmup, ema_bn, None
@@ -275,7 +277,8 @@ class GAN(GenerativeModule):
         if penalty is not None:
             loss, logs["gp"] = loss + penalty, penalty
         if real_aux is not None:  # ACGAN: D also classifies real and generated images
-            aux = F.cross_entropy(real_aux, y) + F.cross_entropy(fake_aux, y_fake)
+            aux = F.cross_entropy(real_aux, y)  # aux_fake: D's head also learns the generated images' labels
+            aux = aux + F.cross_entropy(fake_aux, y_fake) if self.aux_fake else aux
             loss, logs["aux_loss"] = loss + self.aux_weight * aux, aux
             logs |= {"aux_acc_real": _accuracy(real_aux, y), "aux_acc_fake": _accuracy(fake_aux, y_fake)}
         logs["d_loss"] = loss
