@@ -406,25 +406,41 @@ def two_class_batches(n=64):
     return x + 0.05 * torch.randn_like(x), y
 
 
-def test_acgan_learns_the_classes_and_honours_y():
-    torch.manual_seed(0)
-    model = gan(num_classes=2, conditional=True)
+def train_on_two_classes(model: GAN, steps: int = 150, swap: bool = False) -> list[dict]:
+    """Alternating D and G Adam steps on `two_class_batches` (weight clipping after D's, as the engine does),
+    with the two labels swapped when `swap`; returns D's logs of every step."""
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=2e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
-    aux = []
-    for _ in range(150):
+    d_logs = []
+    for _ in range(steps):
         x, y = two_class_batches()
+        y = 1 - y if swap else y
         for opt, fn in ((opt_d, model.discriminator_loss), (opt_g, model.generator_loss)):
             loss, logs = fn(x, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            aux += [logs["aux_loss"].item()] if "aux_loss" in logs else []
-    assert sum(aux[-10:]) < 0.5 * sum(aux[:10])
+            if opt is opt_d:
+                model.objective.after_d_step(model.discriminator)
+                d_logs.append(logs)
+    return d_logs
+
+
+def assert_draws_the_requested_class(model: GAN, swap: bool = False) -> None:
     for label in (0, 1):
         images = model.sample(200, y=torch.tensor(label))
         left, right = images[..., :4].mean(), images[..., 4:].mean()
-        assert (left > right) == (label == 0)  # G draws the class it was asked for
+        assert (left > right) == ((label == 0) != swap)  # G draws the class it was asked for
+
+
+def test_acgan_learns_the_classes_and_honours_y():
+    for swap in (False, True):  # the same init with the labels swapped: G must follow the labels, not its init
+        torch.manual_seed(0)
+        model = gan(num_classes=2, conditional=True)
+        d_logs = train_on_two_classes(model, swap=swap)
+        aux = [logs["aux_loss"].item() for logs in d_logs]
+        assert sum(aux[-10:]) < 0.5 * sum(aux[:10])
+        assert_draws_the_requested_class(model, swap)
     z, y = model.fixed_inputs()
     assert y.tolist() == [0] * 8 + [1] * 8 and torch.equal(z[:8], z[8:])  # pairs: same z, attribute off/on
 
@@ -465,28 +481,16 @@ def test_projection_head_adds_the_class_embedding_inner_product():
 
 @pytest.mark.parametrize("loss", ["bce", "wasserstein", "wasserstein_gp"])
 def test_projection_cgan_learns_the_classes_and_honours_y(loss):
-    torch.manual_seed(0)
     extra = {"clip_value": 0.1} if loss == "wasserstein" else {}
-    model = gan(num_classes=2, conditional=True, class_head="projection", loss=loss, **extra)
-    assert model.discriminator.aux is None and model.discriminator.embed is not None
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=2e-3, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
-    for _ in range(150):
-        x, y = two_class_batches()
-        for opt, fn in ((opt_d, model.discriminator_loss), (opt_g, model.generator_loss)):
-            loss_value, logs = fn(x, y)
-            opt.zero_grad()
-            loss_value.backward()
-            opt.step()
-            if opt is opt_d:
-                model.objective.after_d_step(model.discriminator)
-        assert "aux_loss" not in logs
-    if loss == "wasserstein":  # weight clipping covers the class embedding too
-        assert model.discriminator.embed.weight.abs().max() <= 0.1
-    for label in (0, 1):
-        images = model.sample(200, y=torch.tensor(label))
-        left, right = images[..., :4].mean(), images[..., 4:].mean()
-        assert (left > right) == (label == 0)  # G draws the class it was asked for
+    for swap in (False, True):  # the same init with the labels swapped: G must follow the labels, not its init
+        torch.manual_seed(0)
+        model = gan(num_classes=2, conditional=True, class_head="projection", loss=loss, **extra)
+        assert model.discriminator.aux is None and model.discriminator.embed is not None
+        d_logs = train_on_two_classes(model, swap=swap)
+        assert all("aux_loss" not in logs for logs in d_logs)
+        if loss == "wasserstein":  # weight clipping covers the class embedding too
+            assert model.discriminator.embed.weight.abs().max() <= 0.1
+        assert_draws_the_requested_class(model, swap)
 
 
 def test_bigan_trains_its_encoder_and_reconstructs(tmp_path):
