@@ -11,14 +11,19 @@ import torch
 
 
 class SignalAfter(L.Callback):
-    """Sends `signum` to this process after `batches` training batches: an interruption at an exact point."""
+    """Sends `signum` to this process after `batches` training batches: an interruption at an exact point; with
+    `at_validation`, during the first validation after them (the epoch-end work, before the epoch's end hooks)."""
 
-    def __init__(self, batches: int, signum: int = signal.SIGTERM) -> None:
-        self.batches, self.signum, self.seen = batches, signum, 0
+    def __init__(self, batches: int, signum: int = signal.SIGTERM, at_validation: bool = False) -> None:
+        self.batches, self.signum, self.at_validation, self.seen = batches, signum, at_validation, 0
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self.seen += 1
-        if self.seen == self.batches:
+        if self.seen == self.batches and not self.at_validation:
+            os.kill(os.getpid(), self.signum)
+
+    def on_validation_end(self, trainer: L.Trainer, *args) -> None:
+        if self.at_validation and self.seen == self.batches and not trainer.sanity_checking:
             os.kill(os.getpid(), self.signum)
 
 

@@ -32,7 +32,14 @@ NETS = {
 }
 DCGAN = ["model.generator.width=4", "model.latent_dim=4"]  # 8 px: one stride-2 block
 # wgan: MLP nets (its default), with its EMA generator and standing BatchNorm statistics; dcgan: + hflip coin flips
-NETS |= {"wgan": NETS["gan"], "wgan_gp": DCGAN, "dcgan": [*DCGAN, "data.hflip=true"]}
+# cgan: labels through G, the projection head and the RNG; the cosine schedule of experiment=gan_mnist
+COSINE = "{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:3}"
+NETS |= {
+    "wgan": NETS["gan"],
+    "wgan_gp": DCGAN,
+    "dcgan": [*DCGAN, "data.hflip=true"],
+    "cgan": [*NETS["gan"], f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
+}
 MODELS = list(NETS)
 
 
@@ -81,6 +88,27 @@ def test_resume_after_a_signal_mid_epoch_is_bit_exact(tmp_path, model):
     interrupted = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=True)
     assert interrupted["global_step"] < final_state(tmp_path / "straight")["step"]
     run(tmp_path / "split", model, "trainer.max_epochs=3", f"resume={tmp_path / 'split'}")
+    assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
+
+
+KNOWN_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="Interruption saves in its on_train_epoch_end, before the GAN module's own on_train_epoch_end steps its "
+    "per-epoch LR schedulers, so the checkpoint is one scheduler step behind (saving at the next epoch's start "
+    "instead made Lightning skip an epoch on resume); a VAE's schedulers are Lightning's and are not affected",
+)
+
+
+@pytest.mark.parametrize("model", [pytest.param("cgan", marks=KNOWN_BUG), "vae"])
+def test_a_signal_during_the_epoch_end_validation_resumes_bit_exactly(tmp_path, model):
+    """The signal arrives after an epoch's last batch, while it validates: the checkpoint must hold the epoch's
+    end (schedulers stepped per epoch), not a state between its batches and its end hooks."""
+    extra = [f"model.scheduler={COSINE}"] if model == "vae" else []
+    run(tmp_path / "straight", model, "trainer.max_epochs=3", *extra)
+    stop = ["+callbacks.stop._target_=tests.helpers.SignalAfter", "+callbacks.stop.batches=4"]
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path / "split", model, "trainer.max_epochs=3", *extra, *stop, "+callbacks.stop.at_validation=true")
+    run(tmp_path / "split", model, "trainer.max_epochs=3", *extra, f"resume={tmp_path / 'split'}")
     assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
 
 
