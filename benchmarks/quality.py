@@ -38,6 +38,8 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     if args.retrain and run_dir.exists():
         run_dir = run_dir.with_name(f"{run_dir.name}_{time.strftime('%Y%m%d-%H%M%S')}")
     record: dict = {"name": args.name, "seed": seed, "overrides": args.overrides, "run_dir": str(run_dir)}
+    if args.evaluate:
+        record["evaluate_overrides"] = args.evaluate
     if not (run_dir / "checkpoints" / "best.json").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file():
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         train = [sys.executable, "-m", "genlab", *args.overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
@@ -45,6 +47,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     evaluate = [sys.executable, "-m", "genlab.evaluate", f"run_dir={run_dir}", f"ckpt={args.ckpt}"]
     if args.n_samples:
         evaluate.append(f"n_samples={args.n_samples}")
+    evaluate += args.evaluate
     record["evaluate_s"] = run(evaluate, run_dir.parent / f"seed_{seed}.evaluate.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record.update({k: metrics[f"eval/{k}"] for k in FIGURES if f"eval/{k}" in metrics})
@@ -79,6 +82,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="42", help="comma-separated seeds (default 42)")
     parser.add_argument("--ckpt", default="best", help="the checkpoint evaluated: best (genlab's choice) or last")
     parser.add_argument("--n-samples", type=int, default=None, help="evaluate's samples (default 10,000)")
+    parser.add_argument(
+        "--evaluate",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help="an override for genlab.evaluate, repeatable (e.g. --evaluate metrics.iwae_k=1000)",
+    )
     parser.add_argument("--root", default="outputs/quality")
     parser.add_argument("--log", default="outputs/quality/runs.jsonl")
     parser.add_argument("--retrain", action="store_true", help="train again even if the run dir exists")

@@ -104,6 +104,12 @@ def test_quality_row_trains_evaluates_and_summarises_seeds(tmp_path, monkeypatch
     quality.main()  # the runs exist: evaluated again, not retrained
     assert sum("genlab.evaluate" not in c for c in calls) == 2 and len(calls) == 6
     assert len((tmp_path / "l.jsonl").read_text().splitlines()) == 4
+    monkeypatch.setattr(sys, "argv", [*argv, "--evaluate", "metrics.iwae_k=1000", "model=wgan"])
+    quality.main()  # overrides for evaluate reach evaluate only, and the record says so
+    assert all("metrics.iwae_k=1000" in c for c in calls[-2:]) and "metrics.iwae_k=1000" not in calls[0]
+    last = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[-1])
+    assert last["evaluate_overrides"] == ["metrics.iwae_k=1000"]
+    monkeypatch.setattr(sys, "argv", [*argv, "model=wgan"])
     monkeypatch.setattr(quality.subprocess, "call", lambda cmd, stdout, stderr: 3)
     with pytest.raises(SystemExit, match=r"exited 3; see .*seed_1.evaluate.log"):
         quality.main()
