@@ -91,23 +91,17 @@ def test_resume_after_a_signal_mid_epoch_is_bit_exact(tmp_path, model):
     assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="Interruption saves in its on_train_epoch_end, before the GAN module's own on_train_epoch_end steps its "
-    "per-epoch LR schedulers, so the checkpoint is one scheduler step behind (saving at the next epoch's start "
-    "instead made Lightning skip an epoch on resume); a VAE's schedulers are Lightning's and are not affected",
-)
-
-
-@pytest.mark.parametrize("model", [pytest.param("cgan", marks=KNOWN_BUG), "vae"])
-def test_a_signal_during_the_epoch_end_validation_resumes_bit_exactly(tmp_path, model):
-    """The signal arrives after an epoch's last batch, while it validates: the checkpoint must hold the epoch's
-    end (schedulers stepped per epoch), not a state between its batches and its end hooks."""
+@pytest.mark.parametrize("at_validation", [False, True], ids=["in_its_last_batch", "while_it_validates"])
+@pytest.mark.parametrize("model", ["cgan", "vae"])
+def test_a_signal_at_an_epoch_end_resumes_bit_exactly(tmp_path, model, at_validation):
+    """The signal arrives during an epoch's last batch, or after it while the epoch validates: the checkpoint must
+    hold the epoch's end (schedulers stepped per epoch), not a state between its batches and its end hooks."""
     extra = [f"model.scheduler={COSINE}"] if model == "vae" else []
     run(tmp_path / "straight", model, "trainer.max_epochs=3", *extra)
     stop = ["+callbacks.stop._target_=tests.helpers.SignalAfter", "+callbacks.stop.batches=4"]
+    stop.append(f"+callbacks.stop.at_validation={at_validation}")
     with pytest.raises(TrainingInterrupted):
-        run(tmp_path / "split", model, "trainer.max_epochs=3", *extra, *stop, "+callbacks.stop.at_validation=true")
+        run(tmp_path / "split", model, "trainer.max_epochs=3", *extra, *stop)
     run(tmp_path / "split", model, "trainer.max_epochs=3", *extra, f"resume={tmp_path / 'split'}")
     assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "split"))
 

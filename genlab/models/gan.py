@@ -205,6 +205,10 @@ class GAN(GenerativeModule):
             if self.scheduler_interval == "g_step":
                 self._step_schedulers()
         self.steps["batches"] += 1
+        # Per epoch: after the epoch's last batch, where Lightning steps its own schedulers. Not in
+        # on_train_epoch_end: callbacks run theirs first, so Interruption's checkpoint would miss this step.
+        if self.scheduler_interval == "epoch" and self.trainer.is_last_batch:
+            self._step_schedulers()
         logs |= {"g_steps": float(self.steps["g"]), "d_steps": float(self.steps["d"])}
         self.log_train(logs, x.shape[0])
 
@@ -218,11 +222,6 @@ class GAN(GenerativeModule):
             opt.step()
         self.steps[player] += 1
         return {k: v.detach() for k, v in logs.items()}
-
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        if self.scheduler_interval == "epoch":
-            self._step_schedulers()
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
