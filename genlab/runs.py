@@ -22,11 +22,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import CheckpointError, GenlabError
 from genlab.utils.checkpoints import check_fits, load_checkpoint, read
+from genlab.utils.runner import BEST_RECORD
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "genlab_config"  # the resolved config inside every checkpoint (genlab.callbacks.StoreConfig)
-BEST_RECORD = "best.json"  # <run>/checkpoints/best.json: the checkpoint the checkpoint callback chose
 PRIOR_PATTERN = "prior-{name}.pt"  # <run>/checkpoints/prior-<name>.pt, written by `python -m genlab.prior`
 
 _OPTIMIZERS = ("Adam", "AdamW", "Adamax", "Adagrad", "NAdam", "RAdam", "RMSprop", "SGD")

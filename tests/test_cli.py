@@ -85,6 +85,18 @@ def test_help_lists_the_config_groups(tmp_path):
     assert expected <= set(models[len("model:") :].replace(",", " ").split())
 
 
+@pytest.mark.parametrize("entry", ["genlab", "genlab.evaluate", "genlab.sample", "genlab.prior", "genlab.report"])
+def test_help_does_not_import_torch(entry):
+    """`--help` answers in well under a second: nothing on its path may import torch (or Lightning)."""
+    code = (
+        f"import runpy, sys; sys.argv = [{entry!r}, '--help']\n"
+        f"try:\n    runpy.run_module({entry!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules), file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr[-2000:]
+
+
 def test_unknown_option_is_rejected_with_the_valid_choices(tmp_path):
     proc = genlab(tmp_path, "model=nope")
     assert proc.returncode != 0

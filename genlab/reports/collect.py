@@ -11,8 +11,7 @@ from typing import Any
 
 import yaml
 
-from genlab.runs import BEST_RECORD
-from genlab.utils.runner import REJECTED_FILE, STATUS_FILE
+from genlab.utils.runner import BEST_RECORD, REJECTED_FILE, STATUS_FILE
 
 # pictures a run may hold, in report order: (title, glob, latest only). In the folders of end-of-run pictures
 # (`<name>.png`), the per-epoch copies (`<name>_epoch_XXX.png`) are left out unless there is no final one.

@@ -36,6 +36,7 @@ log = logging.getLogger("genlab")
 _failures: list[int] = []  # exit statuses of the failed jobs of this process
 _sweep_jobs: dict[int, bool] = {}  # job number -> succeeded, for the jobs of a multirun
 STATUS_FILE = "status.json"  # <run dir>/status.json: how the job ended
+BEST_RECORD = "best.json"  # <run>/checkpoints/best.json: the checkpoint the checkpoint callback chose
 REJECTED_FILE = "rejected_jobs.jsonl"  # <sweep dir>/rejected_jobs.jsonl: sweep jobs rejected before they started
 
 

@@ -26,7 +26,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from genlab.errors import SweepError
-from genlab.runs import BEST_RECORD
 from genlab.utils import runner
 
 log = logging.getLogger("genlab")
@@ -79,7 +78,7 @@ def check_metric_name(metric: str) -> None:
 
 def objective(run_dir: Path, metric: str) -> float | None:
     """`metric` at the run's best checkpoint (`best.json`); the last epoch's value when no best was recorded."""
-    best = _json(run_dir / "checkpoints" / BEST_RECORD)
+    best = _json(run_dir / "checkpoints" / runner.BEST_RECORD)
     at_best = best.get("metrics") or {}
     if metric in at_best:
         return at_best[metric]
