@@ -156,7 +156,7 @@ def test_vae_reduction_mean_weights_kl_more():
     for reduction in ("sum", "mean"):
         torch.manual_seed(0)
         vae = tiny_vae(reduction=reduction)
-        vae.log_dict = lambda d, **kw: logs.__setitem__(reduction, d)  # noqa: B023
+        vae.log_eval = lambda d, batch_size: logs.__setitem__(reduction, d)  # noqa: B023
         torch.manual_seed(1)
         vae._step((x, None), "val")
     s, m = logs["sum"], logs["mean"]

@@ -51,6 +51,35 @@ def test_training_logs_equal_lightnings_own_step_and_epoch_values(tmp_path):
     assert compared > 20
 
 
+class _EvalReference(type(tiny_gan())):
+    """Also logs every validation/test scalar per batch the way Lightning does it itself (`ref/...`)."""
+
+    def log_eval(self, values, batch_size):
+        super().log_eval(values, batch_size)
+        ref = {f"ref/{k}": v for k, v in values.items()}
+        self.log_dict(ref, on_epoch=True, sync_dist=True, batch_size=batch_size)
+
+
+def test_evaluation_logs_equal_lightnings_own_epoch_values(tmp_path):
+    model = tiny_gan()
+    model.__class__ = _EvalReference
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, num_sanity_val_steps=0)
+    trainer.loggers = [logger]
+    data = DigitsDataModule(image_size=8, channels=1, batch_size=48)  # the last validation batch is smaller
+    trainer.fit(model, datamodule=data)
+    trainer.test(model, datamodule=data)
+    logger.finalize("success")
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines()))
+    compared = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.split("/")[0] in ("val", "test") and key.split("/")[1] in ("d_loss", "g_loss") and value:
+                assert float(value) == pytest.approx(float(row["ref/" + key]), rel=1e-6), (key, row["step"])
+                compared[key] = compared.get(key, 0) + 1
+    assert compared == {"val/d_loss": 2, "val/g_loss": 2, "test/d_loss": 1, "test/g_loss": 1}
+
+
 def test_train_log_means_per_key_and_resume_state():
     log = TrainLog()
     log.add({"a": torch.tensor(1.0), "b": 5.0}, batch_size=2)
@@ -159,3 +188,14 @@ def test_last_checkpoint_cadence_keeps_the_final_state(tmp_path, min_interval_s,
     assert len(written) == saves, written
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert state["global_step"] == trainer.global_step == written[-1]  # the end of the fit is always written
+
+
+def test_cuda_probe_is_made_cheap_only_without_a_device(monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # what importing Lightning sets
+    with mock.patch.object(torch.cuda, "device_count", return_value=1):
+        assert not speed.cheap_cuda_probe()  # a GPU machine keeps Lightning's fork-safe probe
+    assert speed.os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    with mock.patch.object(torch.cuda, "device_count", return_value=0):
+        assert speed.cheap_cuda_probe()
+    assert speed.os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+    assert not torch.cuda.is_available() or torch.cuda.device_count() > 0

@@ -327,8 +327,7 @@ class GAN(GenerativeModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
         x, y = batch  # in eval mode: no penalty, instance noise, smoothing or flips; g_loss included
         _, d_logs = self.discriminator_loss(x, y)
-        logs = {f"{split}/{k}": v.detach() for k, v in d_logs.items()}
-        self.log_dict(logs, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.log_eval({f"{split}/{k}": v.detach() for k, v in d_logs.items()}, x.shape[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -23,12 +23,11 @@ class SplitSteps:
 
     def log_split(self, split: str, values: dict[str, Tensor], batch_size: int) -> None:
         """Log `values` as `split/name`: per step and epoch in training (on the progress bar; see
-        `GenerativeModule.log_train`), per epoch and synced across ranks for val and test."""
+        `GenerativeModule.log_train`), per epoch and synced across ranks for val and test (`log_eval`)."""
         if split == "train":
             self.log_train(values, batch_size, prog_bar=True)
             return
-        values = {f"{split}/{name}": value for name, value in values.items()}
-        self.log_dict(values, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log_eval({f"{split}/{name}": value for name, value in values.items()}, batch_size)
 
 
 def optimizers(

@@ -130,9 +130,11 @@ class VQVAE(SplitSteps, GenerativeModule):
         self.eval_counts.zero_()
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_usage("val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self._log_usage("test")
 
     def configure_optimizers(self) -> Optimizer:
