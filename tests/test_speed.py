@@ -199,3 +199,26 @@ def test_cuda_probe_is_made_cheap_only_without_a_device(monkeypatch):
         assert speed.cheap_cuda_probe()
     assert speed.os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
     assert not torch.cuda.is_available() or torch.cuda.device_count() > 0
+
+
+def test_channels_last_converts_convolution_weights_only_and_keeps_the_maths():
+    torch.manual_seed(0)
+    model = tiny_gan()
+    assert not speed.channels_last(model)  # MLP nets: nothing to convert
+    nn = torch.nn
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    x = torch.rand(3, 1, 8, 8)
+    before = conv(x)
+    state = {k: v.clone() for k, v in conv.state_dict().items()}
+    assert speed.channels_last(conv)
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(v, state[k]) for k, v in conv.state_dict().items())  # same values, another order
+    torch.testing.assert_close(conv(x), before)
+
+
+def test_channels_last_must_be_a_bool():
+    from genlab.utils.validate import validate_config
+    from tests.conftest import compose_cfg
+
+    with pytest.raises(ConfigError, match="channels_last='yes' is invalid; expected true or false"):
+        validate_config(compose_cfg(["channels_last=yes"]))

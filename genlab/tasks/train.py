@@ -30,7 +30,7 @@ from genlab.utils.checkpoints import check_fits
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
 from genlab.utils.runner import save_run_config
-from genlab.utils.speed import cheap_cuda_probe, compile_networks, set_threads
+from genlab.utils.speed import channels_last, cheap_cuda_probe, compile_networks, set_threads
 from genlab.utils.sweeps import check_sweep_trainer
 from genlab.utils.validate import validate_config
 
@@ -72,6 +72,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_sweep_trainer(trainer)  # -m with a trainer that reruns the command line per rank: refused
     set_threads(cfg.get("threads", "auto"), trainer.num_devices if trainer.num_devices > 0 else 1)
     cheap_cuda_probe()
+    if cfg.get("channels_last", True) and channels_last(model):
+        log.debug("convolution weights in channels-last order")
     if cfg.get("compile"):
         log.info("torch.compile: %s (compiled at their first call)", ", ".join(compile_networks(model)))
 

@@ -54,6 +54,16 @@ def cheap_cuda_probe() -> bool:
     return True
 
 
+def channels_last(model: nn.Module) -> bool:
+    """Convolution weights of `model` in channels-last order, in place, when it has any (then oneDNN's and cuDNN's
+    convolutions keep their activations in that order too; values and parameter names are unchanged, and a
+    checkpoint's tensors load into either order). Returns whether it changed anything."""
+    if not any(isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() == 4 for m in model.modules()):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
 def compile_networks(model: nn.Module) -> list[str]:
     """`torch.compile` each network of `model` in place (`nn.Module.compile`: parameter names, and so
     checkpoints, stay as they are); compiling happens at each network's first call. Returns their names."""

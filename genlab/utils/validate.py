@@ -78,8 +78,9 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None and not _is_int(cfg.seed):
         raise ConfigError(f"seed={cfg.seed!r} is invalid; expected an integer or null")
     thread_count(cfg.get("threads"), 1)  # raises on a bad value
-    if not isinstance(cfg.get("compile", False), bool):
-        raise ConfigError(f"compile={cfg.compile!r} is invalid; expected true or false")
+    for key in ("compile", "channels_last"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg[key]!r} is invalid; expected true or false")
     queue = [(group, cfg[group]) for group in GROUPS if isinstance(cfg.get(group), DictConfig)]
     while queue:
         path, node = queue.pop(0)
