@@ -126,12 +126,11 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
         moves its result state to the value's device on each call: about 0.7 ms per key and batch on a CPU)."""
         self.eval_log.add(values, batch_size)
 
-    def _flush_eval_log(self) -> None:
+    def _flush_eval_log(self) -> None:  # the sums start afresh in on_validation_epoch_start / on_test_epoch_start
         for key, total in self.eval_log.sums.items():
             count = self.eval_log.counts[key]
             # the mean with its weight: Lightning's epoch reduction sums mean * count and count over the ranks
             self.log(key, total / count, on_epoch=True, sync_dist=True, batch_size=count)
-        self.eval_log = TrainLog()
 
     def on_validation_epoch_end(self) -> None:
         self._flush_eval_log()
