@@ -222,3 +222,65 @@ def test_channels_last_must_be_a_bool():
 
     with pytest.raises(ConfigError, match="channels_last='yes' is invalid; expected true or false"):
         validate_config(compose_cfg(["channels_last=yes"]))
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "cpu_bf16", "gpu_bf16", "expected"),
+    [
+        ("cpu", False, True, False, "bf16-mixed"),
+        ("cpu", False, False, False, "32-true"),
+        ("auto", False, True, False, "bf16-mixed"),
+        ("auto", False, False, False, "32-true"),
+        ("cpu", True, False, True, "32-true"),  # a GPU in the machine does not decide a CPU run
+        ("auto", True, True, False, "32-true"),  # auto picks the GPU; a V100 has no native bf16
+        ("auto", True, False, True, "bf16-mixed"),
+        ("gpu", True, False, True, "bf16-mixed"),
+        ("mps", False, True, True, "32-true"),
+    ],
+)
+def test_precision_auto_is_bf16_only_where_the_device_computes_it_natively(
+    monkeypatch, accelerator, cuda, cpu_bf16, gpu_bf16, expected
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: gpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    precision, why = speed.resolve_precision("auto", accelerator)
+    assert precision == expected, why
+    assert why.startswith("auto")
+    assert speed.resolve_precision("32-true", accelerator) == ("32-true", "as configured")  # explicit values stay
+
+
+@pytest.mark.parametrize("bad", ["bf17", "fp16", True, 8, None])
+def test_precision_that_lightning_would_refuse_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match=r"trainer.precision=.* is invalid; expected one of: auto, 32-true, bf16"):
+        speed.resolve_precision(bad, "cpu")
+
+
+def test_precision_auto_is_resolved_before_the_run_records_its_config(tmp_path, monkeypatch):
+    """The run's config.yaml and its checkpoint say what ran (bf16-mixed or 32-true), never `auto`."""
+    from genlab.tasks.train import train
+    from tests.conftest import compose_cfg
+
+    monkeypatch.setattr(speed, "native_bf16", lambda device: True)
+    train(compose_cfg(["data=digits", "debug=fast", "trainer.precision=auto"], output_dir=tmp_path))
+    assert "precision: bf16-mixed" in (tmp_path / ".hydra" / "config.yaml").read_text()
+    ckpt = torch.load(next((tmp_path / "checkpoints").glob("last*.ckpt")), weights_only=False)
+    assert ckpt["genlab_config"]["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_scores_and_likelihood_terms_leave_autocast_in_float32():
+    """Under bf16 autocast the nets compute in bfloat16, but D's scores and the VAE's logits and posterior come
+    out in float32, so that the losses (means and differences of scores, the ELBO's sum of 784 terms) and
+    what is logged keep their digits."""
+    from tests.test_models import tiny_vae
+
+    torch.manual_seed(0)
+    gan, vae, x = tiny_gan(), tiny_vae(), torch.rand(4, 1, 8, 8) * 2 - 1
+    with torch.autocast("cpu", torch.bfloat16):
+        assert gan.generator(torch.randn(4, gan.latent_dim)).dtype == torch.bfloat16  # autocast is on
+        score, _ = gan.discriminator(x)
+        logits, mu, logvar = vae(x)
+        terms = vae.loss_terms(x)
+    assert score.dtype == logits.dtype == mu.dtype == logvar.dtype == torch.float32
+    assert all(v.dtype == torch.float32 for v in terms.values())

@@ -50,7 +50,7 @@ class VAE(SplitSteps, GenerativeModule):
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """`[B, C, H, W]` -> (mean, log-variance), each `[B, latent_dim]`."""
         h = self.encoder(x)
-        return self.mu(h), self.logvar(h)
+        return self.mu(h).float(), self.logvar(h).float()  # float32 under autocast: the KL sums in full precision
 
     def encode(self, x: Tensor) -> Tensor:
         """The posterior mean `[B, latent_dim]`."""
@@ -69,7 +69,7 @@ class VAE(SplitSteps, GenerativeModule):
         """Returns decoder logits `[B, C, H, W]` for a reparameterised z, and the posterior (mu, logvar)."""
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decoder(z), mu, logvar
+        return self.decoder(z).float(), mu, logvar  # float32 logits: the ELBO is a sum of 784 terms
 
     def loss_terms(self, x: Tensor) -> dict[str, Tensor]:
         """Scalars for images `[B, C, H, W]`: loss = recon + beta * kl, and the Bernoulli nelbo."""

@@ -74,4 +74,6 @@ class DiscriminatorHeads(nn.Module):
             if y is None:
                 raise ValueError("this discriminator has a projection head: pass labels y [B]")
             score = score + (self.embed(y) * h).sum(1)  # (B, F) . (B, F) -> (B,)
-        return score, (self.aux(h) if self.aux is not None else None)  # (B,), (B, K) or None
+        # float32 out of D whatever the autocast: the objectives' means and differences of scores (a critic's
+        # E[f(x)] - E[f(G(z))]) lose their digits in bfloat16, whose step at 20 is 0.125
+        return score.float(), (self.aux(h).float() if self.aux is not None else None)  # (B,), (B, K) or None

@@ -30,7 +30,7 @@ from genlab.utils.checkpoints import check_fits
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.loggers import finish_wandb
 from genlab.utils.runner import save_run_config
-from genlab.utils.speed import channels_last, cheap_cuda_probe, compile_networks, set_threads
+from genlab.utils.speed import channels_last, cheap_cuda_probe, compile_networks, resolve_precision, set_threads
 from genlab.utils.sweeps import check_sweep_trainer
 from genlab.utils.validate import validate_config
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) the configured model; returns the final metrics as plain floats."""
     validate_config(cfg)
+    _resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     # the run dir holds this run's own files (and, resumed, its checkpoints): nothing there is at risk
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -104,6 +105,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
             write_run_report(output_dir)
         _print_outputs(output_dir, trainer)
     return metrics
+
+
+def _resolve_precision(cfg: DictConfig) -> None:
+    """`trainer.precision=auto` becomes the value it stands for on this machine before anything records the config
+    (the run's config.yaml and its checkpoints say what ran); a value Lightning would refuse is a ConfigError."""
+    setting = cfg.trainer.get("precision", "32-true")
+    precision, why = resolve_precision(setting, cfg.trainer.get("accelerator", "auto"))
+    if precision != setting:
+        with open_dict(cfg):
+            cfg.trainer.precision = precision
+        log.info("precision: %s (trainer.precision=%s)", precision, why)
 
 
 def _progress(cfg: DictConfig, callbacks: list) -> tuple[list, bool]:

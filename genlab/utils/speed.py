@@ -1,4 +1,5 @@
-"""Per-process CPU threads and the optional `torch.compile` of a model's networks (docs/benchmarks.md)."""
+"""Per-process CPU threads, `trainer.precision=auto`, channels-last and the optional `torch.compile` of a model's
+networks (docs/benchmarks.md)."""
 
 import logging
 import os
@@ -52,6 +53,51 @@ def cheap_cuda_probe() -> bool:
         return False
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     return True
+
+
+# Lightning's precision values (lightning.fabric.plugins.precision.precision._PRECISION_INPUT), and genlab's `auto`
+PRECISIONS = (
+    "auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+    "transformer-engine-float16", "32", "bf16", "16", "64", 32, 16, 64,
+)  # fmt: skip
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` ("cpu" or "cuda") computes bfloat16 natively: a CUDA GPU of compute capability 8.0 or
+    newer (it initialises CUDA in this process), or a CPU with AVX512-BF16 or AMX (without them oneDNN emulates
+    bfloat16 and it is slower than float32)."""
+    if device == "cuda":
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.4 has no emulation flag and reports native support only
+            return torch.cuda.is_bf16_supported()
+    if device != "cpu":
+        return False
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def resolve_precision(setting: object, accelerator: object) -> tuple[object, str]:
+    """`trainer.precision` as Lightning takes it, and why: `auto` is bf16-mixed (autocast, float32 weights) on a
+    device that computes bfloat16 natively and 32-true elsewhere; any other accepted value is kept as it is.
+    The device is the one `trainer.accelerator` picks: cpu, or cuda for gpu/cuda (or auto with a CUDA GPU);
+    any other accelerator (mps, tpu) gets 32-true."""
+    if setting not in PRECISIONS or isinstance(setting, bool):
+        raise ConfigError(
+            f"trainer.precision={setting!r} is invalid; expected one of: {', '.join(map(str, PRECISIONS[:8]))} "
+            f"(or Lightning's aliases 32, bf16, 16, 64)"
+        )
+    if setting != "auto":
+        return setting, "as configured"
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        device = "cuda"
+    elif accelerator in ("cpu", "auto"):
+        device = "cpu"
+    else:
+        return "32-true", f"auto: accelerator {accelerator}"
+    if native_bf16(device):
+        return "bf16-mixed", f"auto: this {device.upper() if device == 'cpu' else 'GPU'} computes bfloat16 natively"
+    return "32-true", f"auto: this {device.upper() if device == 'cpu' else 'GPU'} has no native bfloat16"
 
 
 def channels_last(model: nn.Module) -> bool:
