@@ -7,6 +7,7 @@ import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
+from genlab.tasks.train import resolve_trainer_precision
 from genlab.utils.instantiate import instantiate_group
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -72,6 +73,7 @@ def test_every_trainer_config_builds_its_trainer(tmp_path, monkeypatch, trainer)
 
     pretend_gpus(monkeypatch, 2)
     cfg = compose_cfg(["logger=[]", f"trainer={trainer}"], output_dir=tmp_path)  # not debug=fast: it forces cpu
+    resolve_trainer_precision(cfg)  # precision=auto becomes a value Lightning takes, as in genlab.tasks.train
     built = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks))
     accelerator, strategy, devices = TRAINER_BUILDS[trainer]
     assert (type(built.accelerator).__name__, type(built.strategy).__name__) == (accelerator, strategy)

@@ -2,6 +2,7 @@
 the joint D forward gives the two-forward loss and gradients, seeding and threads, and `compile`."""
 
 import csv
+import math
 from unittest import mock
 
 import pytest
@@ -284,3 +285,28 @@ def test_scores_and_likelihood_terms_leave_autocast_in_float32():
         terms = vae.loss_terms(x)
     assert score.dtype == logits.dtype == mu.dtype == logvar.dtype == torch.float32
     assert all(v.dtype == torch.float32 for v in terms.values())
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("autoencoder", []),  # its code statistics and sample bank are float32 buffers
+        ("vqvae", ["model.ema=true"]),  # EMA codebook sums and dead-code restarts write float32 buffers
+        ("conv_vae", []),
+        ("wgan_gp", ["model.generator.width=4", "model.latent_dim=4"]),  # the gradient penalty's double backward
+        ("acgan", []),
+        ("bigan", ["model.generator.width=4", "model.latent_dim=4"]),
+    ],
+)
+def test_every_model_family_trains_under_bf16_autocast(tmp_path, model, extra):
+    """`trainer.precision=auto` is bf16-mixed on a CPU with native bfloat16: every family must train under it
+    (whatever this machine's CPU), keep float32 weights and finite losses."""
+    from genlab.tasks.train import train
+    from tests.conftest import compose_cfg
+    from tests.test_resume import FAST, TINY
+
+    overrides = [*FAST, f"model={model}", *TINY, *extra, "trainer.precision=bf16-mixed", "test=false"]
+    metrics = train(compose_cfg(overrides, output_dir=tmp_path))
+    assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}

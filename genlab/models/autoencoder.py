@@ -89,6 +89,10 @@ class Autoencoder(SplitSteps, GenerativeModule):
         return mean, cov + 1e-5 * torch.eye(self.latent_dim, device=self.device)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        with torch.autocast(self.device.type, enabled=False):  # a Cholesky factor needs float32 products
+            return self._sample_latent(n, generator)
+
+    def _sample_latent(self, n: int, generator: torch.Generator | None) -> Tensor:
         mean, cov = self.code_gaussian()
         eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         stored = min(int(self.bank_seen), len(self.bank))
@@ -102,7 +106,10 @@ class Autoencoder(SplitSteps, GenerativeModule):
         return (1 - t) * a + t * b
 
     def _remember(self, z: Tensor) -> None:
-        z = z.detach()
+        with torch.autocast(z.device.type, enabled=False):  # float32 statistics and bank, whatever the autocast
+            self._accumulate(z.detach().float())
+
+    def _accumulate(self, z: Tensor) -> None:
         self.code_count += len(z)
         self.code_sum += z.sum(0)
         self.code_outer += z.T @ z  # (D, B) @ (B, D)

@@ -70,12 +70,19 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: Tensor) -> Tensor:
         """Vectors `[B, D, H, W]` -> index of the nearest code `[B, H, W]` (Euclidean)."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, self.code_dim)  # (B, D, H, W) -> (B*H*W, D)
-        weight = self.codebook.weight
-        dist2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ weight.t() + weight.pow(2).sum(1)
-        return dist2.argmin(1).view(z.shape[0], *z.shape[2:])
+        with torch.autocast(z.device.type, enabled=False):  # float32 distances (see forward)
+            flat = z.float().permute(0, 2, 3, 1).reshape(-1, self.code_dim)  # (B, D, H, W) -> (B*H*W, D)
+            weight = self.codebook.weight
+            dist2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ weight.t() + weight.pow(2).sum(1)
+            return dist2.argmin(1).view(z.shape[0], *z.shape[2:])
 
     def forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        # float32 whatever the autocast: bfloat16 distances pick the wrong code for near ties, and the EMA sums and
+        # restarts write into float32 buffers (the decoder after it autocasts again)
+        with torch.autocast(z_e.device.type, enabled=False):
+            return self._quantize(z_e.float())
+
+    def _quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         codes = self.nearest(z_e.detach())
         if self.training:
             self._update(z_e.detach(), codes)

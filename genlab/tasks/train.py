@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) the configured model; returns the final metrics as plain floats."""
     validate_config(cfg)
-    _resolve_precision(cfg)
+    resolve_trainer_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     # the run dir holds this run's own files (and, resumed, its checkpoints): nothing there is at risk
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -107,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _resolve_precision(cfg: DictConfig) -> None:
+def resolve_trainer_precision(cfg: DictConfig) -> None:
     """`trainer.precision=auto` becomes the value it stands for on this machine before anything records the config
     (the run's config.yaml and its checkpoints say what ran); a value Lightning would refuse is a ConfigError."""
     setting = cfg.trainer.get("precision", "32-true")

@@ -71,6 +71,8 @@ def native_bf16(device: str) -> bool:
             return torch.cuda.is_bf16_supported(including_emulation=False)
         except TypeError:  # torch < 2.4 has no emulation flag and reports native support only
             return torch.cuda.is_bf16_supported()
+        except (RuntimeError, AssertionError):  # no usable GPU: Lightning says so when it builds the trainer
+            return False
     if device != "cpu":
         return False
     probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
