@@ -97,9 +97,10 @@ def resolve_precision(setting: object, accelerator: object) -> tuple[object, str
         device = "cpu"
     else:
         return "32-true", f"auto: accelerator {accelerator}"
+    name = "CPU" if device == "cpu" else "GPU"
     if native_bf16(device):
-        return "bf16-mixed", f"auto: this {device.upper() if device == 'cpu' else 'GPU'} computes bfloat16 natively"
-    return "32-true", f"auto: this {device.upper() if device == 'cpu' else 'GPU'} has no native bfloat16"
+        return "bf16-mixed", f"auto: this {name} computes bfloat16 natively"
+    return "32-true", f"auto: this {name} has no native bfloat16"
 
 
 def channels_last(model: nn.Module) -> bool:
