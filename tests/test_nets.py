@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
-from genlab.nets import MLPDecoder, MLPEncoder
+from genlab.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 
 @pytest.mark.parametrize(("channels", "size"), [(1, 8), (1, 28), (3, 32), (3, 64)])
@@ -34,6 +34,46 @@ def test_dropout_and_batchnorm_are_where_asked():
 def test_bad_activation_names_the_choices():
     with pytest.raises(ConfigError, match="'gelu2'.*relu"):
         MLPEncoder(1, 8, hidden_dims=[4], activation="gelu2")
+
+
+# -- the fully connected layer of the conv nets (InfoGAN's MNIST nets) ----------------------------------------------
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+def test_conv_nets_take_a_fully_connected_hidden_layer(norm):
+    g = ConvDecoder(1, 28, latent_dim=6, width=4, hidden=12, norm=norm)
+    d = ConvEncoder(1, 28, width=4, hidden=10, norm=norm)
+    assert g(torch.randn(3, 6)).shape == (3, 1, 28, 28)
+    assert d.out_dim == 10 and d(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert ConvEncoder(1, 28, width=4, hidden=10, out_dim=2)(torch.randn(3, 1, 28, 28)).shape == (3, 2)
+    # z reaches the 7x7 projection through a nonlinearity: G is no longer linear in z before its first norm
+    fc = [m for m in g.project.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in fc] == [(6, 12), (12, 8 * 7 * 7)]
+    assert [m.out_features for m in d.modules() if isinstance(m, torch.nn.Linear)] == [10]
+
+
+@pytest.mark.parametrize(
+    ("net", "kwargs", "match"),
+    [
+        (ConvEncoder, {"hidden": -3}, "hidden=-3"),
+        (ConvDecoder, {"latent_dim": 4, "hidden": 2.5}, "hidden=2.5"),
+        (ConvEncoder, {"hidden": 8, "spatial": True}, "spatial"),
+        (ConvDecoder, {"in_channels": 3, "hidden": 8}, "in_channels"),
+    ],
+)
+def test_a_bad_hidden_width_names_the_value(net, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        net(1, 28, width=4, **kwargs)
+
+
+def test_the_dcgan_arch_takes_hidden_from_the_command_line():
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["model=dcgan", "data=digits", "model.generator.hidden=32", "model.discriminator.hidden=16"])
+    gan = instantiate(cfg.model)
+    assert gan.discriminator.trunk.out_dim == 16
+    size = cfg.data.image_size
+    assert gan.generator(torch.randn(2, cfg.model.latent_dim)).shape == (2, 1, size, size)
 
 
 # -- the 512 px DCGAN (experiment dcgan_512) ----------------------------------------------------------------------

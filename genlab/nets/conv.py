@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError
-from genlab.nets.common import LabelConditioning, activation, norm_2d, output_activation
+from genlab.nets.common import LabelConditioning, activation, norm_2d, norm_fc, output_activation
 
 SIZES = (8, 16, 28, 32, 64, 128, 256, 512)
 
@@ -39,6 +39,11 @@ def block_widths(width: int, n: int, max_mult: int = 8) -> list[int]:
     return [width * min(2**i, max_mult) for i in range(n)]
 
 
+def check_hidden(hidden: int) -> None:
+    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
+        raise ConfigError(f"hidden={hidden!r} is invalid; expected 0 (no fully connected layer) or a positive width")
+
+
 class ResBlock(nn.Module):
     """`x + conv1x1(act(norm(conv3x3(act(x)))))`, shape-preserving `[B, C, H, W]` (the VQ-VAE's residual block,
     van den Oord et al. 2017, section 4.1)."""
@@ -62,7 +67,9 @@ class ConvEncoder(nn.Module):
     with `spatial=True`, the feature map `[B, out_channels or widths[-1], start, start]`.
 
     The first block has no norm (DCGAN); `norm` is batch, layer (WGAN-GP critic) or none. `res_blocks` residual
-    blocks follow at the latent-side resolution.
+    blocks follow at the latent-side resolution. `hidden > 0` adds a fully connected layer of that width (with
+    `norm` and the activation) after the flattened features, as InfoGAN's MNIST discriminator has (Chen et al.
+    2016, appendix C.1); it is then the features (or the input of `out_dim`'s linear layer).
     """
 
     def __init__(
@@ -78,10 +85,14 @@ class ConvEncoder(nn.Module):
         spatial: bool = False,
         out_channels: int | None = None,
         res_blocks: int = 0,
+        hidden: int = 0,
     ) -> None:
         super().__init__()
         n, start = resolution_plan(image_size, n_blocks)
         widths = block_widths(width, n, max_mult)
+        check_hidden(hidden)
+        if hidden and spatial:
+            raise ConfigError(f"hidden={hidden} needs flattened features; expected hidden=0 with spatial=true")
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip([channels, *widths[:-1]], widths, strict=True)):
             layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=i == 0 or norm != "batch"))
@@ -91,11 +102,16 @@ class ConvEncoder(nn.Module):
             layers.append(nn.Conv2d(widths[-1], out_channels, 1))
         elif not spatial:
             layers.append(nn.Flatten())  # (B, C', s, s) -> (B, C' s s)
+            flat = widths[-1] * start * start
+            if hidden:
+                layers += [nn.Linear(flat, hidden, bias=norm != "batch"), norm_fc(norm, hidden)]
+                layers.append(activation(activation_name))
+                flat = hidden
             if out_dim is not None:
-                layers.append(nn.Linear(widths[-1] * start * start, out_dim))
+                layers.append(nn.Linear(flat, out_dim))
         self.net = nn.Sequential(*layers)
         self.out_shape = (out_channels or widths[-1], start, start)
-        self.out_dim = out_dim if out_dim is not None else math.prod(self.out_shape)
+        self.out_dim = out_dim if out_dim is not None else (hidden or math.prod(self.out_shape))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -107,7 +123,9 @@ class ConvDecoder(nn.Module):
 
     The vector is projected to `[widths[-1], start, start]` (then `res_blocks` residual blocks); each block
     doubles the resolution with BatchNorm (`norm`) and ReLU, the last one maps to `channels` with `output` none
-    (logits) or tanh.
+    (logits) or tanh. `hidden > 0` puts a fully connected layer of that width (with `norm` and the activation)
+    before the projection, as InfoGAN's MNIST generator has (Chen et al. 2016, appendix C.1): the projection
+    alone is linear in z.
     """
 
     def __init__(
@@ -124,6 +142,7 @@ class ConvDecoder(nn.Module):
         num_classes: int = 0,
         in_channels: int | None = None,
         res_blocks: int = 0,
+        hidden: int = 0,
     ) -> None:
         super().__init__()
         if (latent_dim is None) == (in_channels is None):
@@ -131,9 +150,18 @@ class ConvDecoder(nn.Module):
         n, start = resolution_plan(image_size, n_blocks)
         widths = block_widths(width, n, max_mult)[::-1]  # latent side first
         self.shape = (widths[0], start, start)
+        check_hidden(hidden)
         if in_channels is None:
             self.cond = LabelConditioning(latent_dim, num_classes)
-            self.project = nn.Linear(self.cond.out_dim, math.prod(self.shape), bias=norm != "batch")
+            bias = norm != "batch"
+            if hidden:
+                fc = nn.Linear(self.cond.out_dim, hidden, bias=bias)
+                head = nn.Linear(hidden, math.prod(self.shape), bias=bias)
+                self.project = nn.Sequential(fc, norm_fc(norm, hidden), activation(activation_name), head)
+            else:
+                self.project = nn.Linear(self.cond.out_dim, math.prod(self.shape), bias=bias)
+        elif hidden:
+            raise ConfigError(f"hidden={hidden} needs a latent vector; expected hidden=0 with in_channels set")
         else:
             self.cond, self.project = None, nn.Conv2d(in_channels, widths[0], 3, padding=1)
         layers: list[nn.Module] = [norm_2d(norm, widths[0]), activation(activation_name)]
