@@ -63,15 +63,18 @@ def _digest(state: torch.Tensor) -> str:
 
 
 class RecordNoise(L.Callback):
-    """After each training batch, appends `[epoch, batch_idx, noise, global]` to `dirpath/noise_rank<rank>.jsonl`:
-    digests of the state the model's training noise generator (a GAN's z) and torch's global RNG (a VAE's
-    reparameterisation noise, WGAN-GP's interpolation coefficients) are left in, i.e. of where their streams stood."""
+    """After each training batch, appends `[epoch, batch_idx, noise, global, weights]` to
+    `dirpath/noise_rank<rank>.jsonl`: digests of the state the model's training noise generator (a GAN's z) and
+    torch's global RNG (a VAE's reparameterisation noise, WGAN-GP's interpolation coefficients) are left in, i.e. of
+    where their streams stood, and of the model's trainable parameters."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         digests = [_digest(pl_module.noise.get_state()), _digest(torch.get_rng_state())]
+        params = [p.detach().float().flatten() for p in pl_module.parameters() if p.requires_grad]
+        digests.append(_digest(torch.cat(params)))
         with (self.dirpath / f"noise_rank{trainer.global_rank}.jsonl").open("a") as f:
             f.write(json.dumps([trainer.current_epoch, batch_idx, *digests]) + "\n")
 

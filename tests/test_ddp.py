@@ -96,11 +96,14 @@ def check_synced(out: Path, n_evaluations: int) -> list[dict]:
 
 
 def check_ranks_drew_differently(out: Path, positions: list[list[int]]) -> None:
-    """After every training batch the two ranks' noise generators and global RNGs stand in different places."""
+    """After every training batch the two ranks' noise generators and global RNGs stand in different places, and
+    their weights are the same: the gradients were averaged over the ranks (each saw other images and noise)."""
     draws = [jsonl(out / f"noise_rank{r}.jsonl") for r in (0, 1)]
     assert [d[:2] for d in draws[0]] == [d[:2] for d in draws[1]] == positions
     for a, b in zip(*draws, strict=True):
         assert a[2] != b[2] and a[3] != b[3], f"the two ranks drew the same noise at (epoch, batch) {a[:2]}"
+        assert a[4] == b[4], f"the two ranks' weights differ after (epoch, batch) {a[:2]}"
+    assert len({d[4] for d in draws[0]}) == len(positions)  # and they did train
 
 
 BATCHES = 6  # debug=fast's training batches per epoch, per rank
