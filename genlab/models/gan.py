@@ -15,11 +15,8 @@ import copy
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -136,7 +133,6 @@ class GAN(GenerativeModule):
         self.monitor = f"val/{self.objective.divergence}" if self.objective.divergence else None
         self.steps = {"batches": 0, "d": 0, "g": 0}  # saved in the checkpoint; drive the schedule
         self._max_g_steps: int | None = None
-        self._sync_players = False  # set at fit start under DDP
 
     # -- generation -------------------------------------------------------------------------------------
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
@@ -178,44 +174,6 @@ class GAN(GenerativeModule):
     # -- the schedule -----------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._take_over_max_steps()
-        self._sync_players = self._take_over_gradient_sync()
-
-    def _take_over_gradient_sync(self) -> bool:
-        """Under DDP, DistributedDataParallel's reducer would all-reduce every parameter after each backward:
-        G's and D's, although a player's step leaves the other's gradients empty, and it must search the graph
-        for the unused ones (`find_unused_parameters`) every time. GAN steps instead average only the stepped
-        player's gradients, in one flat all-reduce (`_average_gradients`): the same mean over the ranks, with
-        less than half the traffic and no graph search. Module buffers (BatchNorm statistics, spectral norm's
-        vectors) are still broadcast from rank 0 before each training step, as DDP does by default."""
-        model = self.trainer.strategy.model
-        if not isinstance(model, DistributedDataParallel):
-            return False
-        model.require_backward_grad_sync = False  # what DDP's no_sync() sets; Lightning's manual loop keeps it
-        return True
-
-    def _average_gradients(self, opt: Optimizer) -> None:
-        """The mean over the ranks of the gradients of `opt`'s parameters (a parameter this rank left without a
-        gradient counts as zeros, as DDP counts it)."""
-        params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat /= dist.get_world_size()
-        for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-            grad.copy_(mean)
-
-    def _broadcast_buffers(self) -> None:
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        for buffer in self.buffers():
-            by_dtype.setdefault(buffer.dtype, []).append(buffer)
-        for buffers in by_dtype.values():  # one broadcast per dtype
-            flat = _flatten_dense_tensors(buffers)
-            dist.broadcast(flat, src=0)
-            for buffer, value in zip(buffers, _unflatten_dense_tensors(flat, buffers), strict=True):
-                buffer.copy_(value)
 
     def _take_over_max_steps(self) -> None:
         """`trainer.max_steps` counts G steps here, but Lightning counts every optimiser step (D and G).
@@ -235,8 +193,6 @@ class GAN(GenerativeModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        if self._sync_players:
-            self._broadcast_buffers()
         opt_g, opt_d = self.optimizers()
         d_step, g_steps = self.schedule.plan(self.steps["batches"], self.current_epoch)
         logs: dict[str, Tensor] = {}
@@ -261,8 +217,6 @@ class GAN(GenerativeModule):
             loss, logs = loss_fn(x, y)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            if self._sync_players:
-                self._average_gradients(opt)
             if self.grad_clip[player]:
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip[player], gradient_clip_algorithm="norm")
             opt.step()
