@@ -9,8 +9,6 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": 
 OUTPUTS = {"none": nn.Identity, "tanh": nn.Tanh}
 # 2-D norms; "layer" normalises over (C, H, W) per sample, as the WGAN-GP critic does (Gulrajani et al. 2017, §4).
 NORMS_2D = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), "none": lambda c: nn.Identity()}
-# the same names for a fully connected layer's features [B, F]
-NORMS_FC = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "none": lambda c: nn.Identity()}
 
 
 def activation(name: str) -> nn.Module:
@@ -26,11 +24,6 @@ def output_activation(name: str) -> nn.Module:
 def norm_2d(name: str, channels: int) -> nn.Module:
     check_choice("norm", name, NORMS_2D)
     return NORMS_2D[name](channels)
-
-
-def norm_fc(name: str, features: int) -> nn.Module:
-    check_choice("norm", name, NORMS_FC)
-    return NORMS_FC[name](features)
 
 
 class LabelConditioning(nn.Module):

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError
-from genlab.nets.common import LabelConditioning, activation, norm_2d, norm_fc, output_activation
+from genlab.nets.common import LabelConditioning, activation, norm_2d, output_activation
+from genlab.nets.mlp import mlp_layers
 
 SIZES = (8, 16, 28, 32, 64, 128, 256, 512)
 
@@ -104,8 +105,7 @@ class ConvEncoder(nn.Module):
             layers.append(nn.Flatten())  # (B, C', s, s) -> (B, C' s s)
             flat = widths[-1] * start * start
             if hidden:
-                layers += [nn.Linear(flat, hidden, bias=norm != "batch"), norm_fc(norm, hidden)]
-                layers.append(activation(activation_name))
+                layers += mlp_layers([flat, hidden], activation_name, norm=norm)
                 flat = hidden
             if out_dim is not None:
                 layers.append(nn.Linear(flat, out_dim))
@@ -153,13 +153,10 @@ class ConvDecoder(nn.Module):
         check_hidden(hidden)
         if in_channels is None:
             self.cond = LabelConditioning(latent_dim, num_classes)
-            bias = norm != "batch"
+            project = nn.Linear(hidden or self.cond.out_dim, math.prod(self.shape), bias=norm != "batch")
             if hidden:
-                fc = nn.Linear(self.cond.out_dim, hidden, bias=bias)
-                head = nn.Linear(hidden, math.prod(self.shape), bias=bias)
-                self.project = nn.Sequential(fc, norm_fc(norm, hidden), activation(activation_name), head)
-            else:
-                self.project = nn.Linear(self.cond.out_dim, math.prod(self.shape), bias=bias)
+                project = nn.Sequential(*mlp_layers([self.cond.out_dim, hidden], activation_name, norm=norm), project)
+            self.project = project
         elif hidden:
             raise ConfigError(f"hidden={hidden} needs a latent vector; expected hidden=0 with in_channels set")
         else:
