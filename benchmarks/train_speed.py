@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # genlab overrides that build exactly the baseline's nets and optimiser (parameter counts asserted equal)
 GENLAB_MODEL = {
     "wgan_mlp": ["model=wgan_mlp", "model.latent_dim=100", "model.generator.hidden_dims=[128,256,512,1024]"],
-    "dcgan": ["model=dcgan"],
-    "wgan_gp": ["model=wgan_gp"],
+    "dcgan": ["model=dcgan_paper", "model.init=null"],
+    "wgan_gp": ["model=wgan_gp_paper"],
     "vae": ["experiment=vae_mnist"],
 }
 MODELS = ", ".join(GENLAB_MODEL)

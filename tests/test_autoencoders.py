@@ -163,6 +163,8 @@ def test_reconstruct_runs_in_eval_mode_and_restores_each_modules_mode(make_cfg, 
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms, "no BatchNorm: nothing to check"
     next(m for m in model.modules() if not list(m.children()) and m not in norms).eval()  # must stay in eval mode
+    if getattr(model, "generator_ema", None) is not None:  # bigan: the EMA G's standing BatchNorm statistics come
+        model.sample(2)  # from fixed noise, once per G step, before it first generates: not from reconstruct's x
     modes = {name: m.training for name, m in model.named_modules()}
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
     x = torch.rand(8, 1, 16, 16) * 2 - 1

@@ -121,7 +121,7 @@ CONFIG_CASES = {
         "an int.",
     ),
     "gradient penalty on a BatchNorm critic": (
-        ["model=dcgan", "model.loss=wasserstein_gp"],
+        ["model=dcgan_paper", "model.loss=wasserstein_gp"],
         "model.loss=wasserstein_gp needs a critic without BatchNorm (the gradient penalty is taken per sample; "
         "Gulrajani et al. 2017, sec. 4), but model.discriminator has BatchNorm layers; use "
         "model.discriminator.norm=layer (model=wgan_gp does)",

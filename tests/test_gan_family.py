@@ -59,7 +59,7 @@ def test_critic_norm_choice_is_respected():
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["model=dcgan", "model.loss=wasserstein_gp", "model.discriminator.norm=layer"],  # the advised override
+        ["model=dcgan_paper", "model.loss=wasserstein_gp", "model.discriminator.norm=layer"],  # the advised override
         ["model=wgan_gp"],
         ["model=wgan_gp", "model/arch=mlp"],
         ["model=wgan_gp", "model/arch=mlp", "model.discriminator.norm=batch"],

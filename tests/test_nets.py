@@ -82,13 +82,13 @@ def _dcgan_512(*overrides: str):
 
     from tests.conftest import compose_cfg
 
-    return instantiate(compose_cfg(["model=dcgan", "data.image_size=512", "data.channels=3", *overrides]).model)
+    return instantiate(compose_cfg(["model=dcgan_paper", "data.image_size=512", "data.channels=3", *overrides]).model)
 
 
 def test_the_full_size_512px_dcgan_builds_with_the_parameters_its_memory_estimate_counts():
-    """model=dcgan at 512 px, 3 channels, as configured (width 64): five blocks each way, z -> [B, 3, 512, 512]
-    -> [B], shapes checked on the meta device (no memory, no compute). README's GPU memory estimate counts these
-    27.1M parameters: a change of widths changes them."""
+    """experiment=dcgan_512's model (model=dcgan_paper) at 512 px, 3 channels, as configured (width 64): five blocks
+    each way, z -> [B, 3, 512, 512] -> [B], shapes checked on the meta device (no memory, no compute). README's GPU
+    memory estimate counts these 27.1M parameters: a change of widths changes them."""
     with torch.device("meta"):
         gan = _dcgan_512()
         x = gan.generator(torch.randn(2, gan.latent_dim))

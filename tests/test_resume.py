@@ -32,12 +32,14 @@ NETS = {
 }
 DCGAN = ["model.generator.width=4", "model.latent_dim=4"]  # 8 px: one stride-2 block
 # wgan: MLP nets (its default), with its EMA generator and standing BatchNorm statistics; dcgan: + hflip coin flips
-# cgan: labels through G, the projection head and the RNG; the cosine schedule of experiment=gan_mnist
+# cgan: labels through G, the projection head and the RNG; the cosine schedule of experiment=gan_mnist (wgan_gp and
+# dcgan decay by one too): T_max pinned to the full run's 3 epochs, as `T_max: ${trainer.max_epochs}` would give
+# the 1-epoch first half T_max 1, a different schedule (the checkpoint keeps the scheduler's T_max)
 COSINE = "{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:3}"
 NETS |= {
     "wgan": NETS["gan"],
-    "wgan_gp": DCGAN,
-    "dcgan": [*DCGAN, "data.hflip=true"],
+    "wgan_gp": [*DCGAN, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
+    "dcgan": [*DCGAN, "data.hflip=true", f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "cgan": [*NETS["gan"], f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
 }
 MODELS = list(NETS)

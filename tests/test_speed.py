@@ -295,7 +295,8 @@ def test_scores_and_likelihood_terms_leave_autocast_in_float32():
         ("conv_vae", []),
         ("wgan_gp", ["model.generator.width=4", "model.latent_dim=4"]),  # the gradient penalty's double backward
         ("acgan", []),
-        ("bigan", ["model.generator.width=4", "model.latent_dim=4"]),
+        ("bigan", []),  # its default MLP nets
+        ("bigan", ["model/arch=bigan_dcgan", "model.generator.width=4", "model.latent_dim=4"]),
     ],
 )
 def test_every_model_family_trains_under_bf16_autocast(tmp_path, model, extra):

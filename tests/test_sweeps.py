@@ -22,7 +22,20 @@ from tests.test_cli import FAST, genlab
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-ADVERSARIAL = {"gan", "dcgan", "wgan", "wgan_gp", "wgan_mlp", "lsgan", "hinge_gan", "acgan", "cgan", "bigan"}
+ADVERSARIAL = {
+    "gan",
+    "dcgan",
+    "dcgan_paper",
+    "wgan",
+    "wgan_gp",
+    "wgan_gp_paper",
+    "wgan_mlp",
+    "lsgan",
+    "hinge_gan",
+    "acgan",
+    "cgan",
+    "bigan",
+}
 
 
 @pytest.mark.parametrize("model", MODELS)
