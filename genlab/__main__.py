@@ -7,16 +7,14 @@ from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
 from genlab.utils.config import config_dir
-from genlab.utils.runner import resume_argv, run_main
+from genlab.utils.runner import lazy_task, resume_argv, run_main
 from genlab.utils.sweeps import run_train_job
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Train; returns `optimized_metric` at the run's best checkpoint (for sweepers), or None."""
-    from genlab.tasks.train import train
-
-    return run_train_job(train, cfg)
+    return run_train_job(lazy_task("genlab.tasks.train:train"), cfg)
 
 
 def main() -> None:

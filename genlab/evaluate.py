@@ -5,14 +5,13 @@ from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
 from genlab.utils.config import config_dir
-from genlab.utils.runner import run_main, run_task
+from genlab.utils.locate import check_run_options
+from genlab.utils.runner import lazy_task, run_main, run_task
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
-    from genlab.tasks.evaluate import evaluate
-
-    run_task(evaluate, cfg)
+    run_task(lazy_task("genlab.tasks.evaluate:evaluate"), cfg, precheck=check_run_options)
 
 
 def main() -> None:

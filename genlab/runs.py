@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import CheckpointError, GenlabError
 from genlab.utils.checkpoints import check_fits, load_checkpoint, read
+from genlab.utils.locate import find_checkpoint, recorded_best  # noqa: F401  (part of this module's API)
 from genlab.utils.runner import BEST_RECORD
 
 log = logging.getLogger(__name__)
@@ -62,57 +63,6 @@ TRUSTED_TARGETS: frozenset[str] = frozenset(
         *(f"torch.optim.lr_scheduler.{c}" for c in _SCHEDULERS),
     }
 )
-
-
-# -- find --------------------------------------------------------------------------------------------------------
-def find_checkpoint(run_dir: str | Path | None = None, ckpt: str = "best", ckpt_path: str | None = None) -> Path:
-    """`ckpt_path` if given; else in `<run_dir>/checkpoints/`: `best` (the file the checkpoint callback recorded in
-    best.json; `last.ckpt`, with one log line, when none was recorded), `last`, or a file name or path."""
-    if ckpt_path:
-        path, key = Path(str(ckpt_path)).expanduser(), f"ckpt_path={ckpt_path}"
-    elif run_dir:
-        folder = Path(run_dir).expanduser() / "checkpoints"
-        key = f"run_dir={run_dir} ckpt={ckpt}"
-        if not folder.is_dir():
-            what = "does not exist" if not folder.parent.exists() else "is not a genlab run directory (no checkpoints/)"
-            raise CheckpointError(
-                f"run_dir={run_dir} {what}; expected a run directory such as outputs/train/<date>/<time>"
-            )
-        if ckpt == "best":
-            path = recorded_best(folder)
-        elif ckpt == "last":
-            path = folder / "last.ckpt"
-        else:
-            given = Path(str(ckpt)).expanduser()
-            path = given if given.is_absolute() or given.exists() else folder / given
-    else:
-        raise GenlabError(
-            "neither run_dir nor ckpt_path is set; expected run_dir=<a run directory> or ckpt_path=<file.ckpt>"
-        )
-    if not path.is_file():
-        raise CheckpointError(
-            f"{key}: no checkpoint at {path}; expected ckpt=best|last|<file> inside run_dir=<a genlab run dir> "
-            f"(checkpoints/last.ckpt, checkpoints/best-*.ckpt) or ckpt_path=<file.ckpt>"
-        )
-    return path
-
-
-def recorded_best(folder: Path) -> Path:
-    """The checkpoint named in `folder/best.json`, else `folder/last.ckpt` (said in one log line)."""
-    record = folder / BEST_RECORD
-    if record.is_file():
-        try:
-            name = json.loads(record.read_text())["checkpoint"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(
-                f"{record} is not a valid best-checkpoint record ({err}); expected JSON with a `checkpoint` file name "
-                f"(written by genlab's checkpoint callback); use ckpt=last or ckpt=<file>"
-            ) from err
-        if not isinstance(name, str) or Path(name).name != name:  # a name inside this folder, nothing else
-            raise CheckpointError(f"{record} names {name!r}; expected a checkpoint file name in {folder}")
-        return folder / name
-    log.warning("No best checkpoint was recorded in %s (no evaluation selected one): using last.ckpt", folder)
-    return folder / "last.ckpt"
 
 
 def write_best_record(

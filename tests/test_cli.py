@@ -97,6 +97,31 @@ def test_help_does_not_import_torch(entry):
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    "entry, args, message",
+    [
+        ("genlab", ["trainer.max_epochs=-5"], "trainer.max_epochs=-5 is invalid"),
+        ("genlab", ["-m", "model.lr=-1,-2"], "job 1: model.lr=-2 is invalid"),  # each sweep job checks its own
+        ("genlab.evaluate", ["run_dir={tmp}/nowhere"], "does not exist"),
+        ("genlab.sample", ["run_dir={tmp}"], "is not a genlab run directory (no checkpoints/)"),
+        ("genlab.evaluate", ["ckpt_path={tmp}/none.ckpt"], "no checkpoint at"),
+        ("genlab.prior", ["run_dir={tmp}/nowhere"], "does not exist"),
+    ],
+)
+def test_bad_input_is_refused_before_torch_loads(tmp_path, entry, args, message):
+    """A bad value or a missing run is one line at once, not after the seconds `import lightning` takes: the
+    entry points check what needs no torch first (genlab.utils.runner.run_task's precheck)."""
+    argv = [a.format(tmp=tmp_path) for a in args] + [f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sw"]
+    code = (
+        f"import runpy, sys; sys.argv = [{entry!r}, *{argv!r}]\n"
+        f"try:\n    runpy.run_module({entry!r}, run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, sorted(m for m in ('torch', 'lightning') if m in sys.modules), file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == "1 []", proc.stderr[-2000:]
+
+
 def test_unknown_option_is_rejected_with_the_valid_choices(tmp_path):
     proc = genlab(tmp_path, "model=nope")
     assert proc.returncode != 0

@@ -150,8 +150,10 @@ def test_cpu_seeding_leaves_cuda_alone_and_seeds_torch():
 
 
 def test_thread_count(monkeypatch):
+    from genlab.utils import threads
+
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(speed, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     assert speed.thread_count("auto", 1) == 2
     assert speed.thread_count("auto", 2) == 1  # two CPU-DDP ranks on 2 cores: one thread each
     assert speed.thread_count("auto", 4) == 1

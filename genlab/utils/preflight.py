@@ -45,6 +45,7 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_writable(config.hydra.run.dir, "hydra.run.dir")
+            validate_config(config, signatures=False)  # values first: no target (nor torch) is imported
             validate_config(config)
         except (ConfigError, GenlabError) as err:
             fail(str(err))  # SystemExit: Hydra turns a callback's ordinary exceptions into warnings

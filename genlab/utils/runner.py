@@ -11,6 +11,7 @@ first line}); a sweep job rejected before it started (its dir removed) is a line
 sweep dir. The sweep summary (genlab.reports) reads both.
 """
 
+import importlib
 import json
 import logging
 import os
@@ -224,16 +225,33 @@ def record_status(status: str, error: str = "") -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run `task(cfg)` inside a Hydra job and turn its failures into the messages and exit codes above."""
-    import lightning.pytorch  # noqa: F401  (it adds console handlers on import)
+def lazy_task(path: str) -> Callable[[DictConfig], Any]:
+    """The task `module:function`, imported when it is called: an entry point imports its task (and torch) only
+    after `run_task`'s precheck has passed."""
+    module, name = path.split(":")
 
-    tidy_logging()  # Hydra's handlers already print and file every record: each line once
+    def task(cfg: DictConfig) -> Any:
+        return getattr(importlib.import_module(module), name)(cfg)
+
+    return task
+
+
+def run_task(
+    task: Callable[[DictConfig], Any], cfg: DictConfig, precheck: Callable[[DictConfig], None] | None = None
+) -> Any:
+    """Run `task(cfg)` inside a Hydra job and turn its failures into the messages and exit codes above.
+    `precheck(cfg)`, torch-free, runs first: a bad value or a missing run dir is refused before the seconds that
+    `import lightning` takes (the task checks again, with what needs torch)."""
     hydra_cfg = HydraConfig.get()
     output_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
         _sweep_jobs[hydra_cfg.job.num] = False  # until it returns
     try:
+        if precheck is not None:
+            precheck(cfg)
+        import lightning.pytorch  # noqa: F401  (it adds console handlers on import)
+
+        tidy_logging()  # Hydra's handlers already print and file every record: each line once
         result = task(cfg)
     except TrainingInterrupted as err:
         log.error("%s", err)

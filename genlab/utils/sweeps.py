@@ -27,6 +27,7 @@ from omegaconf import DictConfig, open_dict
 
 from genlab.errors import SweepError
 from genlab.utils import runner
+from genlab.utils.validate import check_values
 
 log = logging.getLogger("genlab")
 
@@ -124,7 +125,7 @@ def run_train_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> float |
         task(cfg)
         return objective(output_dir, metric) if metric and runner.rank_zero() else None
 
-    return runner.run_task(train_and_score, cfg)
+    return runner.run_task(train_and_score, cfg, precheck=check_values)
 
 
 def check_sweep_trainer(trainer: Any) -> None:

@@ -14,7 +14,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import ConfigError
-from genlab.utils.speed import thread_count
+from genlab.utils.threads import thread_count
 
 GROUPS = ("model", "data", "trainer", "callbacks", "logger", "guard")
 
@@ -70,8 +70,10 @@ LR = re.compile(r"^lr(_\w+)?$")  # lr, lr_g, lr_d, lr_e, ...
 LR_RULE = ((lambda v: _is_number(v) and v > 0), "a number > 0")
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise a ConfigError for the first bad value under `GROUPS` (breadth first: `model.lr` before nets)."""
+def validate_config(cfg: DictConfig, signatures: bool = True) -> None:
+    """Raise a ConfigError for the first bad value under `GROUPS` (breadth first: `model.lr` before nets).
+    `signatures=False` checks the values alone, without importing any target (nor torch): the training entry
+    point's check before `import lightning`."""
     missing = [k for g in GROUPS if isinstance(cfg.get(g), DictConfig) for k in _missing(cfg[g], g)]
     if missing:
         raise ConfigError(f"{missing[0]} has no value; it is required: set it, e.g. {missing[0]}=...")
@@ -93,7 +95,7 @@ def validate_config(cfg: DictConfig) -> None:
             rule = PATH_RULES.get(full) or (LR_RULE if LR.match(str(key)) else RULES.get(str(key)))
             if rule is not None:
                 _check(full, _plain(node, key), *rule)
-        if "_target_" in node:
+        if signatures and "_target_" in node:
             _check_signature(path, node)
 
 
@@ -193,3 +195,8 @@ def _check_type(key: str, value: Any, hint: Any) -> None:
     if not ok:
         what = " or ".join(SIMPLE[a] for a in simple)
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {what}")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The training entry point's `precheck` (genlab.utils.runner.run_task): `validate_config` without targets."""
+    validate_config(cfg, signatures=False)
