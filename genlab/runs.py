@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import CheckpointError, GenlabError
 from genlab.utils.checkpoints import check_fits, load_checkpoint, read
-from genlab.utils.locate import find_checkpoint, recorded_best  # noqa: F401  (part of this module's API)
+from genlab.utils.locate import find_checkpoint, recorded_best, run_options  # noqa: F401  (part of this module's API)
 from genlab.utils.runner import BEST_RECORD
 
 log = logging.getLogger(__name__)
@@ -232,15 +232,3 @@ def load_prior(path: Path, allow_unsafe: bool = False, trusted: Iterable[str] = 
     prior = instantiate(saved["config"], codes=CodeGrid(**saved["build"]))
     prior.load_state_dict(saved["state_dict"])
     return prior.eval()
-
-
-def run_options(cfg: DictConfig) -> dict:
-    """`open_run`'s arguments from an entry point's config (run_dir, ckpt_path, ckpt, prior, trust settings)."""
-    return {
-        "run_dir": cfg.get("run_dir"),
-        "ckpt_path": cfg.get("ckpt_path"),
-        "ckpt": cfg.get("ckpt") or "best",
-        "prior": cfg.get("use_prior"),
-        "allow_unsafe": bool(cfg.get("allow_unsafe_checkpoint", False)),
-        "trusted": list(cfg.get("trusted_targets") or []),
-    }

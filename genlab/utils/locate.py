@@ -66,7 +66,20 @@ def recorded_best(folder: Path, quiet: bool = False) -> Path:
     return folder / "last.ckpt"
 
 
+def run_options(cfg) -> dict:
+    """`open_run`'s arguments from an entry point's config (run_dir, ckpt_path, ckpt, prior, trust settings)."""
+    return {
+        "run_dir": cfg.get("run_dir"),
+        "ckpt_path": cfg.get("ckpt_path"),
+        "ckpt": cfg.get("ckpt") or "best",
+        "prior": cfg.get("use_prior"),
+        "allow_unsafe": bool(cfg.get("allow_unsafe_checkpoint", False)),
+        "trusted": list(cfg.get("trusted_targets") or []),
+    }
+
+
 def check_run_options(cfg) -> None:
     """The `precheck` of the entry points that open a run (evaluate, sample, prior): `run_dir=` / `ckpt_path=`
     name a checkpoint that exists (the same errors `genlab.runs.open_run` raises), checked before torch loads."""
-    find_checkpoint(cfg.get("run_dir"), cfg.get("ckpt") or "best", cfg.get("ckpt_path"), quiet=True)
+    options = run_options(cfg)
+    find_checkpoint(options["run_dir"], options["ckpt"], options["ckpt_path"], quiet=True)
