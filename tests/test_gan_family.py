@@ -14,6 +14,7 @@ from genlab.data import DigitsDataModule
 from genlab.data.base import collate
 from genlab.errors import ConfigError
 from genlab.models import GAN, BiGAN
+from genlab.models.gan import r1_penalty
 from genlab.models.objectives import BCE, Hinge, LeastSquares, Wasserstein, WassersteinGP, gradient_penalty
 from genlab.nets import ConvDecoder, ConvEncoder, DiscriminatorHeads, JointDiscriminator, MLPDecoder, MLPEncoder
 from genlab.nets.conv import SIZES
@@ -124,9 +125,48 @@ def test_gradient_penalty_draws_alpha_per_sample():
     assert x_hat.flatten(1)[:, 0].unique().numel() == 16
 
 
+def test_r1_penalty_of_a_linear_critic_is_exact():
+    w = torch.randn(3, 4, 4)  # D(x) = <w, x>: grad_x = w for every x, so E||grad||^2 = ||w||^2
+    real = torch.randn(5, 3, 4, 4, requires_grad=True)
+    torch.testing.assert_close(r1_penalty((real * w).flatten(1).sum(1), real), w.pow(2).sum())
+
+
+@pytest.mark.parametrize("joint", [True, False])  # D without batch statistics (one joint forward off R1 steps), or with
+def test_r1_is_added_to_d_loss_on_every_r1_every_th_d_step(joint):
+    torch.manual_seed(0)
+    model = gan(r1_gamma=4.0, r1_every=3)
+    model._d_batch_stats = not joint
+    model.train()
+    x, y = torch.rand(16, 1, 8, 8) * 2 - 1, torch.zeros(16, dtype=torch.long)
+    for d_step in range(7):
+        model.steps["d"] = d_step
+        state = model.noise.get_state()
+        loss, logs = model.discriminator_loss(x, y)
+        model.noise.set_state(state)  # the same fake batch without the penalty
+        model.r1_gamma = 0.0
+        plain, _ = model.discriminator_loss(x, y)
+        model.r1_gamma = 4.0
+        if d_step % 3:
+            assert "r1" not in logs
+            torch.testing.assert_close(loss, plain)
+            continue
+        real = x.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(model.discriminator(real)[0].sum(), real)
+        torch.testing.assert_close(logs["r1"], expected.pow(2).flatten(1).sum(1).mean())
+        torch.testing.assert_close(loss, plain + 0.5 * 4.0 * 3 * logs["r1"])
+        loss.backward()  # the penalty trains D: its graph reaches D's weights
+        assert all(p.grad is not None for p in model.discriminator.parameters())
+        model.zero_grad()
+    model.eval()
+    assert "r1" not in model.discriminator_loss(x, y)[1]  # validation and test: no penalty
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"r1_gamma": -1.0}, "model.r1_gamma=-1.0 is invalid; expected a number >= 0"),
+        ({"r1_every": 0}, "model.r1_every=0 is invalid; expected an integer >= 1"),
+        ({"cls": BiGAN, "r1_gamma": 1.0}, "model.r1_gamma=1.0 is not supported by bigan"),
         ({"loss": "hinge2"}, "model.loss='hinge2' is not supported"),
         ({"clip_value": 0.01}, "clip_value=0.01 applies only to model.loss=wasserstein"),
         ({"n_gen": 0}, "model.n_gen=0 is invalid"),

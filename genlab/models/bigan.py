@@ -21,6 +21,11 @@ class BiGAN(GAN):
             raise ConfigError("model.conditional=true is not supported by bigan; expected false")
         if kwargs.get("loss") == "wasserstein_gp":
             raise ConfigError("model.loss=wasserstein_gp is not supported by bigan (its critic takes (x, z) pairs)")
+        if kwargs.get("r1_gamma"):
+            raise ConfigError(
+                f"model.r1_gamma={kwargs['r1_gamma']} is not supported by bigan (its discriminator takes (x, z) "
+                f"pairs); expected 0"
+            )
         super().__init__(generator, discriminator, **kwargs)
         self.encoder = encoder
 

@@ -57,6 +57,8 @@ class GAN(GenerativeModule):
         saturating: bool = False,
         clip_value: float | None = None,
         gp_weight: float = 10.0,
+        r1_gamma: float = 0.0,
+        r1_every: int = 1,
         n_critic: int = 1,
         n_gen: int = 1,
         skip_d_every: int = 0,
@@ -97,6 +99,11 @@ class GAN(GenerativeModule):
                 "model.discriminator.norm=layer (model=wgan_gp does)"
             )
         self.schedule = Schedule(n_critic, n_gen, skip_d_every, d_only_every, g_only_every)
+        if isinstance(r1_gamma, bool) or not (isinstance(r1_gamma, int | float) and r1_gamma >= 0):
+            raise ConfigError(f"model.r1_gamma={r1_gamma} is invalid; expected a number >= 0 (0: no R1 penalty)")
+        if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
+            raise ConfigError(f"model.r1_every={r1_every} is invalid; expected an integer >= 1")
+        self.r1_gamma, self.r1_every = float(r1_gamma), r1_every
         _check_range("label_smoothing", label_smoothing, 0.0, 1.0)
         _check_range("label_flip", label_flip, 0.0, 1.0, high_closed=True)
         if (label_smoothing or label_flip) and not self.objective.uses_targets:
@@ -268,9 +275,16 @@ class GAN(GenerativeModule):
         with torch.no_grad():
             fake, y_fake = self._fake(x.shape[0])
         real_in, fake_in = self._noisy(x), self._noisy(fake)
-        (real_out, real_aux), (fake_out, fake_aux) = self._score_both(real_in, fake_in, y, y_fake)
+        r1_step = self.training and self.r1_gamma > 0 and self.steps["d"] % self.r1_every == 0
+        if r1_step:
+            real_in = real_in.detach().requires_grad_(True)
+        # on an R1 step, two forwards: the penalty's double backward then runs over the real batch only
+        (real_out, real_aux), (fake_out, fake_aux) = self._score_both(real_in, fake_in, y, y_fake, joint=not r1_step)
         loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
         logs = self._diagnostics(real_out, fake_out)
+        if r1_step:  # lazy regularisation (Karras et al. 2020): every r1_every-th D step, weighted r1_every times
+            logs["r1"] = r1_penalty(real_out, real_in)
+            loss = loss + 0.5 * self.r1_gamma * self.r1_every * logs["r1"]
         critic = lambda v: self.discriminator(v, y=y if y_fake is not None else None)[0]  # noqa: E731
         penalty = self.objective.penalty(critic, real_in, fake_in) if self.training else None
         if penalty is not None:
@@ -289,14 +303,14 @@ class GAN(GenerativeModule):
         return loss, logs
 
     def _score_both(
-        self, real: Tensor, fake: Tensor, y_real: Tensor, y_fake: Tensor | None
+        self, real: Tensor, fake: Tensor, y_real: Tensor, y_fake: Tensor | None, joint: bool = True
     ) -> tuple[tuple[Tensor, Tensor | None], ...]:
         """D on the real and the generated batch (with their labels for a conditional model). Without batch
         statistics in D (no BatchNorm), one forward over both concatenated is the same computation per sample in
-        fewer, larger matrix products (`docs/benchmarks.md`); with BatchNorm, two forwards keep each batch's own
-        statistics."""
+        fewer, larger matrix products (`docs/benchmarks.md`); with BatchNorm, or `joint=False`, two forwards (each
+        batch keeps its own statistics)."""
         y_real = None if y_fake is None else y_real
-        if self._d_batch_stats:
+        if self._d_batch_stats or not joint:
             return self.discriminator(real, y=y_real), self.discriminator(fake, y=y_fake)
         labels = None if y_fake is None else torch.cat([y_real, y_fake])
         out, aux = self.discriminator(torch.cat([real, fake]), y=labels)
@@ -350,6 +364,15 @@ class GAN(GenerativeModule):
         self._ema_stats_at = None  # the loaded EMA weights get their own statistics before they generate
         super().on_load_checkpoint(checkpoint)
         self.steps = dict(checkpoint.get("genlab_gan_steps", self.steps))
+
+
+def r1_penalty(real_out: Tensor, real_in: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018, https://arxiv.org/abs/1801.04406, eq. 9 without gamma / 2): E[||grad_x D(x)||^2]
+    on real images, the squared norm over all non-batch dimensions. `real_in` requires grad and `real_out` `[B]`
+    are D's scores of it; the graph is kept so that the penalty trains D. A mean over the batch, so under DDP the
+    averaged gradients are those of the whole batch's mean (as for the gradient penalty)."""
+    (grad,) = torch.autograd.grad(real_out.sum(), real_in, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()  # (B, C, H, W) -> (B,) -> ()
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
