@@ -97,6 +97,7 @@ def test_help_does_not_import_torch(entry):
         ("genlab.sample", ["run_dir={tmp}"], "is not a genlab run directory (no checkpoints/)"),
         ("genlab.evaluate", ["ckpt_path={tmp}/none.ckpt"], "no checkpoint at"),
         ("genlab.prior", ["run_dir={tmp}/nowhere"], "does not exist"),
+        ("genlab.prior", [], "genlab: error: run_dir is not set; expected run_dir=<a genlab run directory>"),
     ],
 )
 def test_bad_input_is_refused_before_torch_loads(tmp_path, entry, args, message):

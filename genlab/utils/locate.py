@@ -82,4 +82,8 @@ def check_run_options(cfg) -> None:
     """The `precheck` of the entry points that open a run (evaluate, sample, prior): `run_dir=` / `ckpt_path=`
     name a checkpoint that exists (the same errors `genlab.runs.open_run` raises), checked before torch loads."""
     options = run_options(cfg)
+    if not options["run_dir"] and "ckpt_path" not in cfg:  # genlab.prior: a run directory is its only input
+        raise GenlabError(
+            "run_dir is not set; expected run_dir=<a genlab run directory>, e.g. outputs/train/<date>/<time>"
+        )
     find_checkpoint(options["run_dir"], options["ckpt"], options["ckpt_path"], quiet=True)
