@@ -277,9 +277,9 @@ def test_checkpoint_damaged_mid_file(tmp_path, vae_run):
 
 def test_checkpoint_of_another_model(tmp_path, vae_run):
     ckpt = vae_run / "checkpoints" / "last.ckpt"
-    message = reject(tmp_path, "model=gan", "data.image_size=8", f"ckpt_path={ckpt}")
+    message = reject(tmp_path, "model=gan_base", "data.image_size=8", f"ckpt_path={ckpt}")
     assert message == (
-        f"ckpt_path={ckpt} does not fit model=gan with this config (missing 26 weights such as "
+        f"ckpt_path={ckpt} does not fit model=gan_base with this config (missing 26 weights such as "
         f"generator.net.0.weight; 10 unexpected weights such as encoder.net.0.weight; fixed_noise has shape (64, 32), "
         f"the model expects (64, 64)); expected a checkpoint written by the same model and config (resume=<run dir> "
         f"reuses the run's own config)"

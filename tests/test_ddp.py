@@ -114,7 +114,7 @@ def test_gan_under_ddp_and_resumed(tmp_path):
     each rank's noise is still its own. (That each rank draws what it would have drawn uninterrupted is checked
     without DDP, in test_gan_family.py::test_after_loading_a_checkpoint_each_rank_draws_the_noise_of_its_position.)"""
     out = tmp_path / "run"
-    genlab_ddp(tmp_path, "model=gan", *record(str(out)), "test=false", f"hydra.run.dir={out}")
+    genlab_ddp(tmp_path, "model=gan_base", *record(str(out)), "test=false", f"hydra.run.dir={out}")
     check_one_run_dir(tmp_path, out)
     check_synced(out, n_evaluations=1)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "progress.gif"]

@@ -19,7 +19,7 @@ TINY = [
     "model.latent_dim=4",
 ]
 VAE = ["model=vae", "model.encoder.hidden_dims=[16]", "model.decoder.hidden_dims=[16]", *TINY]
-GAN = ["model=gan", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]", *TINY]
+GAN = ["model=gan_base", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]", *TINY]
 
 
 def run(out: Path, *overrides: str) -> None:

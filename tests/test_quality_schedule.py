@@ -59,7 +59,12 @@ def test_evaluation_follows_every_n_epochs_and_runs_once_more_when_the_fit_ends(
 def test_a_gan_trained_by_steps_is_evaluated_every_n_epochs_and_at_its_last_step(tmp_path):
     # 6 batches an epoch, one G step each: 16 G steps end the fit in epoch 2, after its 4th batch
     run(
-        tmp_path, "model=gan", "trainer.max_epochs=-1", "trainer.max_steps=16", "metrics.every_n_epochs=2", "test=false"
+        tmp_path,
+        "model=gan_base",
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=16",
+        "metrics.every_n_epochs=2",
+        "test=false",
     )
     val = [r for r in records(tmp_path) if r["split"] == "val"]
     assert [r["epoch"] for r in val] == [1, 2]

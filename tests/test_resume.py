@@ -26,21 +26,21 @@ TINY = [
     "trainer.limit_test_batches=1",
     "test=false",
 ]
-NETS = {
-    "vae": ["model.encoder.hidden_dims=[32]", "model.decoder.hidden_dims=[32]", "model.latent_dim=4"],
-    "gan": ["model.generator.hidden_dims=[32]", "model.discriminator.hidden_dims=[32]", "model.latent_dim=4"],
-}
+MLP = ["model.generator.hidden_dims=[32]", "model.discriminator.hidden_dims=[32]", "model.latent_dim=4"]
+NETS = {"vae": ["model.encoder.hidden_dims=[32]", "model.decoder.hidden_dims=[32]", "model.latent_dim=4"]}
 DCGAN = ["model.generator.width=4", "model.latent_dim=4"]  # 8 px: one stride-2 block
-# wgan: MLP nets (its default), with its EMA generator and standing BatchNorm statistics; dcgan: + hflip coin flips
-# cgan: labels through G, the projection head and the RNG; the cosine schedule of experiment=gan_mnist (wgan_gp and
-# dcgan decay by one too): T_max pinned to the full run's 3 epochs, as `T_max: ${trainer.max_epochs}` would give
-# the 1-epoch first half T_max 1, a different schedule (the checkpoint keeps the scheduler's T_max)
+# gan: two G steps per batch, its EMA generator with standing BatchNorm statistics and its cosine decay; wgan: MLP
+# nets, an EMA without a decay; dcgan: + hflip coin flips and R1 every 4th D step; cgan: labels through G, the
+# projection head and the RNG, the cosine schedule of experiment=gan_mnist. Every cosine decay here (gan, wgan_gp,
+# dcgan, cgan) has T_max pinned to the full run's 3 epochs, as `T_max: ${trainer.max_epochs}` would give the 1-epoch
+# first half T_max 1, a different schedule (the checkpoint keeps the scheduler's T_max)
 COSINE = "{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:3}"
 NETS |= {
-    "wgan": NETS["gan"],
+    "gan": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
+    "wgan": MLP,
     "wgan_gp": [*DCGAN, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "dcgan": [*DCGAN, "data.hflip=true", f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
-    "cgan": [*NETS["gan"], f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
+    "cgan": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
 }
 MODELS = list(NETS)
 

@@ -24,6 +24,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 ADVERSARIAL = {
     "gan",
+    "gan_base",
     "dcgan",
     "dcgan_paper",
     "wgan",
