@@ -175,6 +175,7 @@ def test_gan_base_holds_the_engines_own_defaults_and_gan_its_recipe(make_cfg):
     (opt_g, opt_d), schedulers = recipe.configure_optimizers()
     assert opt_g.defaults["lr"] == opt_d.defaults["lr"] == 1e-3 and recipe.schedule.n_gen == 2
     assert recipe.ema_decay == 0.999 and recipe.ema_warmup and len(schedulers) == 2
+    assert (recipe.r1_gamma, recipe.r1_every) == (1.0, 4)
 
 
 def test_gan_has_separate_lrs_and_betas(make_cfg):
