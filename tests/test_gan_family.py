@@ -161,12 +161,40 @@ def test_r1_is_added_to_d_loss_on_every_r1_every_th_d_step(joint):
     assert "r1" not in model.discriminator_loss(x, y)[1]  # validation and test: no penalty
 
 
+def test_bigan_r1_takes_the_gradient_with_respect_to_both_halves_of_the_real_pair():
+    torch.manual_seed(0)
+    model = gan(cls=BiGAN, r1_gamma=2.0, r1_every=2)
+    model.train()
+    x, y = torch.rand(16, 1, 8, 8) * 2 - 1, torch.zeros(16, dtype=torch.long)
+    for d_step, penalised in [(0, True), (1, False)]:
+        model.steps["d"] = d_step
+        state = model.noise.get_state()
+        loss, logs = model.discriminator_loss(x, y)
+        model.noise.set_state(state)
+        model.r1_gamma = 0.0
+        plain, _ = model.discriminator_loss(x, y)
+        model.r1_gamma = 2.0
+        if not penalised:
+            assert "r1" not in logs
+            torch.testing.assert_close(loss, plain)
+            continue
+        real, code = x.clone().requires_grad_(True), model.encoder(x).detach().requires_grad_(True)
+        gx, gz = torch.autograd.grad(model.discriminator(real, code)[0].sum(), (real, code))
+        expected = (gx.flatten(1).pow(2).sum(1) + gz.pow(2).sum(1)).mean()
+        assert gz.abs().sum() > 0  # the code half counts
+        torch.testing.assert_close(logs["r1"], expected)
+        torch.testing.assert_close(loss, plain + 0.5 * 2.0 * 2 * expected)
+        loss.backward()  # trains D only: G and E are not in the D step's graph
+        assert all(p.grad is not None for p in model.discriminator.parameters())
+        assert all(p.grad is None for p in model.generator_parameters())
+        model.zero_grad()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"r1_gamma": -1.0}, "model.r1_gamma=-1.0 is invalid; expected a number >= 0"),
         ({"r1_every": 0}, "model.r1_every=0 is invalid; expected an integer >= 1"),
-        ({"cls": BiGAN, "r1_gamma": 1.0}, "model.r1_gamma=1.0 is not supported by bigan"),
         ({"loss": "hinge2"}, "model.loss='hinge2' is not supported"),
         ({"clip_value": 0.01}, "clip_value=0.01 applies only to model.loss=wasserstein"),
         ({"n_gen": 0}, "model.n_gen=0 is invalid"),

@@ -1,7 +1,9 @@
 """BiGAN (Donahue et al. 2017, https://arxiv.org/abs/1605.09782; also ALI, Dumoulin et al. 2017): a
 generator G: z -> x, an encoder E: x -> z, and a discriminator on pairs, D(x, E(x)) real vs D(G(z), z)
 fake. G and E are trained together (one optimiser) on the inverted labels. Only the objective and the
-networks differ from `GAN`; the schedule, clipping, schedulers and EMA are the engine's."""
+networks differ from `GAN`; the schedule, clipping, schedulers and EMA are the engine's. The R1 penalty
+(`r1_gamma`) takes the gradient with respect to both halves of the real pair (x, E(x)), E(x) held fixed as
+D's data."""
 
 from collections.abc import Iterator
 
@@ -21,11 +23,6 @@ class BiGAN(GAN):
             raise ConfigError("model.conditional=true is not supported by bigan; expected false")
         if kwargs.get("loss") == "wasserstein_gp":
             raise ConfigError("model.loss=wasserstein_gp is not supported by bigan (its critic takes (x, z) pairs)")
-        if kwargs.get("r1_gamma"):
-            raise ConfigError(
-                f"model.r1_gamma={kwargs['r1_gamma']} is not supported by bigan (its discriminator takes (x, z) "
-                f"pairs); expected 0"
-            )
         super().__init__(generator, discriminator, **kwargs)
         self.encoder = encoder
 
@@ -54,10 +51,16 @@ class BiGAN(GAN):
         with torch.no_grad():  # G and E are not updated by D's step: detach their outputs
             z = self.sample_latent(x.shape[0], self.step_noise())
             fake, code = self.generator(z), self.encoder(x)
-        real_out, _ = self.discriminator(self._noisy(x), code)
+        real_x, r1_step = self._noisy(x), self._r1_step()
+        if r1_step:  # R1 on the real pair: the gradient with respect to x and E(x) together
+            real_x, code = real_x.detach().requires_grad_(True), code.requires_grad_(True)
+        real_out, _ = self.discriminator(real_x, code)
         fake_out, _ = self.discriminator(self._noisy(fake), z)
         loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
-        logs = self._diagnostics(real_out, fake_out) | {"d_loss": loss}
+        logs = self._diagnostics(real_out, fake_out)
+        if r1_step:
+            loss = self._add_r1(loss, logs, real_out, real_x, code)
+        logs["d_loss"] = loss
         if not self.training:  # evaluation: G and E's loss from the same scores (see GAN.discriminator_loss)
             logs["g_loss"] = self.objective.d_loss(fake_out, real_out)
         return loss, logs

@@ -275,16 +275,15 @@ class GAN(GenerativeModule):
         with torch.no_grad():
             fake, y_fake = self._fake(x.shape[0])
         real_in, fake_in = self._noisy(x), self._noisy(fake)
-        r1_step = self.training and self.r1_gamma > 0 and self.steps["d"] % self.r1_every == 0
+        r1_step = self._r1_step()
         if r1_step:
             real_in = real_in.detach().requires_grad_(True)
         # on an R1 step, two forwards: the penalty's double backward then runs over the real batch only
         (real_out, real_aux), (fake_out, fake_aux) = self._score_both(real_in, fake_in, y, y_fake, joint=not r1_step)
         loss = self.objective.d_loss(real_out, fake_out, *self._targets(x.shape[0]))
         logs = self._diagnostics(real_out, fake_out)
-        if r1_step:  # lazy regularisation (Karras et al. 2020): every r1_every-th D step, weighted r1_every times
-            logs["r1"] = r1_penalty(real_out, real_in)
-            loss = loss + 0.5 * self.r1_gamma * self.r1_every * logs["r1"]
+        if r1_step:
+            loss = self._add_r1(loss, logs, real_out, real_in)
         critic = lambda v: self.discriminator(v, y=y if y_fake is not None else None)[0]  # noqa: E731
         penalty = self.objective.penalty(critic, real_in, fake_in) if self.training else None
         if penalty is not None:
@@ -301,6 +300,16 @@ class GAN(GenerativeModule):
                 g_loss if fake_aux is None else g_loss + self.aux_weight * F.cross_entropy(fake_aux, y_fake)
             )
         return loss, logs
+
+    def _r1_step(self) -> bool:
+        """Whether this D step adds the R1 penalty: in training, on every `r1_every`-th D step."""
+        return self.training and self.r1_gamma > 0 and self.steps["d"] % self.r1_every == 0
+
+    def _add_r1(self, loss: Tensor, logs: dict[str, Tensor], real_out: Tensor, *real_inputs: Tensor) -> Tensor:
+        """`loss` + gamma / 2 * R1, weighted `r1_every` times (lazy regularisation, Karras et al. 2020: the
+        penalty is added on every `r1_every`-th D step only); logs R1 as `r1`."""
+        logs["r1"] = r1_penalty(real_out, *real_inputs)
+        return loss + 0.5 * self.r1_gamma * self.r1_every * logs["r1"]
 
     def _score_both(
         self, real: Tensor, fake: Tensor, y_real: Tensor, y_fake: Tensor | None, joint: bool = True
@@ -366,13 +375,15 @@ class GAN(GenerativeModule):
         self.steps = dict(checkpoint.get("genlab_gan_steps", self.steps))
 
 
-def r1_penalty(real_out: Tensor, real_in: Tensor) -> Tensor:
+def r1_penalty(real_out: Tensor, *real_inputs: Tensor) -> Tensor:
     """R1 (Mescheder et al. 2018, https://arxiv.org/abs/1801.04406, eq. 9 without gamma / 2): E[||grad_x D(x)||^2]
-    on real images, the squared norm over all non-batch dimensions. `real_in` requires grad and `real_out` `[B]`
-    are D's scores of it; the graph is kept so that the penalty trains D. A mean over the batch, so under DDP the
-    averaged gradients are those of the whole batch's mean (as for the gradient penalty)."""
-    (grad,) = torch.autograd.grad(real_out.sum(), real_in, create_graph=True)
-    return grad.float().flatten(1).pow(2).sum(1).mean()  # (B, C, H, W) -> (B,) -> ()
+    on real images, the squared norm over all non-batch dimensions. Each of `real_inputs` requires grad and
+    `real_out` `[B]` are D's scores of them; with several inputs (BiGAN's real pair (x, E(x))) the norm is that of
+    the gradient with respect to all of them together. The graph is kept so that the penalty trains D. A mean over
+    the batch, so under DDP the averaged gradients are those of the whole batch's mean (as for the gradient
+    penalty)."""
+    grads = torch.autograd.grad(real_out.sum(), real_inputs, create_graph=True)
+    return sum(g.float().flatten(1).pow(2).sum(1) for g in grads).mean()  # each (B, ...) -> (B,); then ()
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
