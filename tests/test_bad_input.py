@@ -125,7 +125,7 @@ CONFIG_CASES = {
         ["model=dcgan_paper", "model.loss=wasserstein_gp"],
         "model.loss=wasserstein_gp needs a critic without BatchNorm (the gradient penalty is taken per sample; "
         "Gulrajani et al. 2017, sec. 4), but model.discriminator has BatchNorm layers; use "
-        "model.discriminator.norm=layer (model=wgan_gp does)",
+        "model.discriminator.norm=layer (model=wgan_gp_paper does) or none",
     ),
     "model constructor rejects": (
         ["model.loss=hinge2"],

@@ -153,10 +153,23 @@ def test_dcgan_paper_keeps_the_papers_settings_and_dcgan_the_measured_cpu_recipe
 
 
 def test_architecture_and_objective_are_one_override_apart(make_cfg):
-    gp_mlp = instantiate(make_cfg("model=wgan_gp", "model/arch=mlp").model)
+    gp_conv = instantiate(make_cfg("model=wgan_gp", "model/arch=dcgan_small").model)
     gan_dcgan = instantiate(make_cfg("model=gan", "model/arch=dcgan").model)
-    assert type(gp_mlp.generator).__name__ == "MLPDecoder" and type(gp_mlp.objective).__name__ == "WassersteinGP"
+    assert type(gp_conv.generator).__name__ == "ConvDecoder" and type(gp_conv.objective).__name__ == "WassersteinGP"
     assert type(gan_dcgan.generator).__name__ == "ConvDecoder" and type(gan_dcgan.objective).__name__ == "BCE"
+
+
+def test_wgan_gp_recipe_is_the_mlp_one_and_the_paper_keeps_its_settings(make_cfg):
+    """model=wgan_gp: MLP nets, a critic without normalisation, Adam betas (0.5, 0.9) (docs/quality.md finding 20);
+    model=wgan_gp_paper: the DCGAN nets, a layer-norm critic, Adam 1e-4 with betas (0, 0.9), n_critic 5."""
+    recipe, paper = (instantiate(make_cfg(f"model={m}").model) for m in ("wgan_gp", "wgan_gp_paper"))
+    assert type(recipe.generator).__name__ == "MLPDecoder" and type(paper.generator).__name__ == "ConvDecoder"
+    assert not any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) for m in recipe.discriminator.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in paper.discriminator.modules())
+    (opt_g, opt_d), schedulers = recipe.configure_optimizers()
+    assert tuple(opt_d.defaults["betas"]) == tuple(opt_g.defaults["betas"]) == (0.5, 0.9) and len(schedulers) == 2
+    assert recipe.generator_ema is not None and paper.generator_ema is None
+    assert (paper.schedule.n_critic, paper.configure_optimizers()[0][1].defaults["lr"]) == (5, 1e-4)
 
 
 def test_gan_base_holds_the_engines_own_defaults_and_gan_its_recipe(make_cfg):

@@ -216,7 +216,7 @@ def test_wgan_gp_critic_update_under_two_processes_equals_one_process(tmp_path):
     well as weights because Adam's first step hardly depends on the gradient's scale."""
     # G without BatchNorm: BatchNorm normalises each rank's share of the batch under CPU DDP (SyncBatchNorm needs
     # GPUs), so with it the same z gives other fake images on 8 than on 16; the critic has no BatchNorm anyway
-    cfg = compose_cfg(["model=wgan_gp", "data=digits", "model.generator.norm=layer"])
+    cfg = compose_cfg(["model=wgan_gp", "data=digits", "model.generator.batch_norm=false"])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     torch.manual_seed(0)
     state = instantiate(model_cfg).state_dict()
@@ -232,11 +232,17 @@ def test_wgan_gp_critic_update_under_two_processes_equals_one_process(tmp_path):
     mp.spawn(_rank_main, args=args, nprocs=2, join=True)
     two = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
-    def close(a: list[Tensor], b: list[Tensor]) -> bool:
-        return all(torch.allclose(x, y, **TOL) for x, y in zip(a, b, strict=True))
+    def close(a: list[Tensor], b: list[Tensor], where: list[Tensor] | None = None) -> bool:
+        where = where or [torch.ones_like(x, dtype=torch.bool) for x in a]
+        return all(torch.allclose(x[m], y[m], **TOL) for x, y, m in zip(a, b, where, strict=True))
 
-    for what in ("grads", "weights"):
-        assert close(two[0]["mean"][what], one["mean"][what]), what
+    # weights where the gradient is at least 100x Adam's eps (1e-8): below it Adam's first step, lr * g / (|g| + eps),
+    # turns float summation noise in a near-zero gradient into a step of up to lr (measured with the MLP critic: a
+    # bias gradient of 1.9e-9 on two ranks and 7.5e-9 on one moved that weight by 5.4e-4 at lr 2e-3)
+    steered = [g.abs() >= 1e-6 for g in one["mean"]["grads"]]
+    assert sum(m.sum() for m in steered) > 0.9 * sum(m.numel() for m in steered)
+    for what, where in (("grads", None), ("weights", steered)):
+        assert close(two[0]["mean"][what], one["mean"][what], where), what
         assert close(two[1]["mean"][what], two[0]["mean"][what]), what  # the ranks agree
     assert not close(two[0]["sum"]["grads"], one["sum"]["grads"])
     before = [p for k, p in state.items() if k.startswith("discriminator.")]

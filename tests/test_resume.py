@@ -38,7 +38,7 @@ COSINE = "{_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_
 NETS |= {
     "gan": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "wgan": MLP,
-    "wgan_gp": [*DCGAN, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
+    "wgan_gp": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "dcgan": [*DCGAN, "data.hflip=true", f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "cgan": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
 }

@@ -295,7 +295,8 @@ def test_scores_and_likelihood_terms_leave_autocast_in_float32():
         ("autoencoder", []),  # its code statistics and sample bank are float32 buffers
         ("vqvae", ["model.ema=true"]),  # EMA codebook sums and dead-code restarts write float32 buffers
         ("conv_vae", []),
-        ("wgan_gp", ["model.generator.width=4", "model.latent_dim=4"]),  # the gradient penalty's double backward
+        # the gradient penalty's double backward
+        ("wgan_gp", ["model.generator.hidden_dims=[32]", "model.discriminator.hidden_dims=[32]", "model.latent_dim=4"]),
         ("acgan", []),
         ("bigan", []),  # its default MLP nets
         ("bigan", ["model/arch=bigan_dcgan", "model.generator.width=4", "model.latent_dim=4"]),

@@ -96,7 +96,7 @@ class GAN(GenerativeModule):
             raise ConfigError(
                 "model.loss=wasserstein_gp needs a critic without BatchNorm (the gradient penalty is taken per sample; "
                 "Gulrajani et al. 2017, sec. 4), but model.discriminator has BatchNorm layers; use "
-                "model.discriminator.norm=layer (model=wgan_gp does)"
+                "model.discriminator.norm=layer (model=wgan_gp_paper does) or none"
             )
         self.schedule = Schedule(n_critic, n_gen, skip_d_every, d_only_every, g_only_every)
         if isinstance(r1_gamma, bool) or not (isinstance(r1_gamma, int | float) and r1_gamma >= 0):
