@@ -1,6 +1,8 @@
-"""The divergence guard: a non-finite loss, gradient or state stops the run with a message naming the step,
-the model part and the value; the last good checkpoint is never overwritten; guard.skip_nonfinite skips."""
+"""The divergence guard: a non-finite loss, gradient or state, or a loss beyond guard.max_loss, stops the run with
+a message naming the step, the model part and the value; the last good checkpoint is never overwritten;
+guard.skip_nonfinite skips."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,25 @@ def test_skip_nonfinite_skips_up_to_max_skips(tmp_path, model):
         run(
             tmp_path / "stop", *model, "trainer.max_epochs=2", *poison, "guard.skip_nonfinite=true", "guard.max_skips=1"
         )
+
+
+def test_a_finite_loss_beyond_max_loss_stops_the_run_and_null_turns_it_off(tmp_path):
+    """The sweep probe `model=wgan_gp model.lr=1e4` ran to the end with a critic loss of 7e17 before max_loss."""
+    gp = ["model=wgan_gp", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]", *TINY]
+    with pytest.raises(DivergenceError, match=r"loss (\S+) beyond guard\.max_loss=1e\+10 in discriminator") as info:
+        run(tmp_path / "stop", *gp, "model.lr=1e4", "trainer.max_epochs=5")
+    assert float(re.search(r"loss (\S+) beyond", str(info.value)).group(1)) > 1e10
+    run(tmp_path / "off", *gp, "model.lr=1e4", "trainer.max_epochs=1", "guard.max_loss=null")  # finite: runs on
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "guard.max_loss=0 is invalid; expected a number > 0, or null"),
+        ("-1.0", "guard.max_loss=-1.0 is invalid; expected a number > 0, or null"),
+        ("true", "guard.max_loss=True has the wrong type; expected a number"),
+    ],
+)
+def test_bad_max_loss_is_refused(tmp_path, value, message):
+    with pytest.raises(Exception, match=re.escape(message)):
+        run(tmp_path, *GAN, f"guard.max_loss={value}")

@@ -1,4 +1,5 @@
-"""Stop (or skip) on a non-finite loss or gradient, and never write a non-finite state to a checkpoint.
+"""Stop (or skip) on a non-finite loss or gradient, or a loss beyond `max_loss` in magnitude, and never write a
+non-finite state to a checkpoint.
 
 Works for automatic and manual optimisation alike: the loss is checked in `on_before_backward` (every
 `manual_backward` too) and the gradients of the optimiser about to step in `on_before_optimizer_step`.
@@ -6,6 +7,7 @@ The model part named in messages is the top-level child module (generator, discr
 """
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +16,21 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from genlab.errors import DivergenceError
+from genlab.errors import ConfigError, DivergenceError
 from genlab.utils.checkpoints import first_nonfinite
 
 log = logging.getLogger(__name__)
 
 
 class DivergenceGuard(L.Callback):
-    """`skip_nonfinite`: drop the gradients of such a step instead of stopping, at most `max_skips` times."""
+    """`skip_nonfinite`: drop the gradients of such a step instead of stopping, at most `max_skips` times.
+    `max_loss`: a finite loss whose magnitude exceeds it counts as diverged too (null: only non-finite ones)."""
 
-    def __init__(self, skip_nonfinite: bool = False, max_skips: int = 10) -> None:
-        self.skip_nonfinite, self.max_skips = skip_nonfinite, max_skips
+    def __init__(self, skip_nonfinite: bool = False, max_skips: int = 10, max_loss: float | None = 1e10) -> None:
+        number = isinstance(max_loss, int | float) and not isinstance(max_loss, bool)
+        if max_loss is not None and not (number and max_loss > 0):
+            raise ConfigError(f"guard.max_loss={max_loss} is invalid; expected a number > 0, or null for no limit")
+        self.skip_nonfinite, self.max_skips, self.max_loss = skip_nonfinite, max_skips, max_loss
         self.skipped = 0
         self._bad_loss: str | None = None
         self._part: dict[int, str] = {}
@@ -42,10 +48,15 @@ class DivergenceGuard(L.Callback):
         return "the model" if set(parts) == every else ", ".join(parts)
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        if torch.isfinite(loss).all():
+        limit = math.inf if self.max_loss is None else self.max_loss
+        if (loss.detach().abs() <= limit).all():  # one check: NaN and inf fail it too
             return
-        value = float(loss.detach().flatten()[0])
-        self._bad_loss = f"non-finite loss {value} in {self._active_parts(pl_module)}"
+        value, where = float(loss.detach().abs().max()), self._active_parts(pl_module)  # max: NaN if any is NaN
+        self._bad_loss = (
+            f"loss {value:.3g} beyond guard.max_loss={self.max_loss:g} in {where}"
+            if math.isfinite(value)
+            else f"non-finite loss {float(loss.detach().flatten()[0])} in {where}"
+        )
         if not self.skip_nonfinite:
             self._fail(trainer, self._bad_loss)
 
