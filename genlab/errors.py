@@ -17,6 +17,18 @@ class DatasetNotFoundError(GenlabError, FileNotFoundError):
     """A dataset is not on disk and could not be downloaded."""
 
 
+def genlab_cause(err: BaseException) -> "GenlabError | None":
+    """The GenlabError that `err` was raised from, if any: e.g. a genlab resolver's ConfigError, which OmegaConf
+    re-raises as an InterpolationResolutionError (the original is then on the exception's context chain)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, GenlabError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def check_choice(name: str, value: object, choices: "list | tuple | dict") -> None:
     """Raise a ConfigError naming `value` and the accepted `choices` unless value is one of them."""
     if value not in choices:

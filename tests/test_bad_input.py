@@ -77,7 +77,7 @@ CONFIG_CASES = {
         "r1_gamma, r1_every, n_critic, n_gen, skip_d_every, d_only_every, g_only_every, label_smoothing, label_flip, "
         "instance_noise, instance_noise_steps, grad_clip_g, grad_clip_d, scheduler_g, scheduler_d, scheduler_interval, "
         "ema_decay, ema_warmup, ema_bn, init, spectral_norm, num_classes, conditional, aux_weight, class_head, "
-        "aux_fake",
+        "aux_fake, recipe_epochs",
     ),
     "too small to train": (
         ["model=gan", "data.subset=1"],
@@ -139,6 +139,26 @@ CONFIG_CASES = {
 def test_bad_config_value(tmp_path, case):
     overrides, message = CONFIG_CASES[case]
     assert reject(tmp_path, *overrides) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "40",
+            "model.recipe_epochs=40 is invalid; expected a mapping from data.dataset to epochs, e.g. {mnist: 40}, or "
+            "null (to set this run's length: trainer.max_epochs=40)",
+        ),
+        ("{mnist: 0}", "model.recipe_epochs.mnist=0 is invalid; expected an integer >= 1"),
+    ],
+)
+def test_a_bad_recipe_length_is_refused_before_the_run_starts(tmp_path, value, message):
+    """`model.recipe_epochs` is read where trainer.max_epochs resolves (not under debug=fast, which sets the length):
+    through the CLI, one line naming the value, exit 1, no run dir."""
+    out = tmp_path / "run"
+    proc = genlab(tmp_path, "model=gan", "data=mnist", f"model.recipe_epochs={value}", f"hydra.run.dir={out}")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == f"genlab: error: {message}"
+    assert not out.exists()
 
 
 def test_lightning_misconfiguration_outside_trainer_construction_is_not_blamed_on_the_user():

@@ -182,9 +182,9 @@ def test_wandb_runs_are_grouped_by_sweep_named_by_overrides_and_a_failed_one_mar
     assert len(media) == 1 and not_blank(Image.open(media[0]))
 
 
-def fake_run(folder: Path, overrides: list[str], metrics: dict) -> None:
+def fake_run(folder: Path, overrides: list[str], metrics: dict, config: str = "model: {}\n") -> None:
     (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "config.yaml").write_text("model: {}\n")
+    (folder / ".hydra" / "config.yaml").write_text(config)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "status.json").write_text('{"status": "ok", "error": ""}')
@@ -200,6 +200,24 @@ def test_sweep_over_seeds_gives_mean_and_std_per_setting(tmp_path):
     assert "| 2 | 2 | 12 ± 2 |" in markdown and "| 8 | 2 | 5 ± 0 |" in markdown
     assert (tmp_path / "summary_plots" / "model.latent_dim.png").is_file()
     assert not (tmp_path / "summary_plots" / "seed.png").exists()
+
+
+def test_sweep_table_shows_each_jobs_epochs_when_model_recipes_set_different_lengths(tmp_path):
+    """`-m model=gan,wgan data=mnist`: gan's recipe states 40 epochs on MNIST, wgan runs the trainer's 20; the
+    saved config holds `${genlab_epochs:20}`, which the table resolves (nothing else in the file)."""
+    trainer = "trainer: {max_epochs: '${genlab_epochs:20}'}\ndata: {dataset: mnist}\n"
+    for i, (model, recipe) in enumerate([("gan", "{mnist: 40}"), ("wgan", "null")]):
+        config = f"model: {{recipe_epochs: {recipe}}}\n{trainer}"
+        fake_run(tmp_path / str(i), [f"model={model}", "data=mnist"], {"test/cis": 8.0}, config)
+    write_sweep_summary(tmp_path)
+    assert "| job | status | model | epochs | test/cis |" in (tmp_path / "summary.md").read_text()
+    rows = (tmp_path / "summary.md").read_text().splitlines()
+    assert any("| gan | 40 |" in r for r in rows) and any("| wgan | 20 |" in r for r in rows)
+    same = tmp_path / "same"
+    for i, model in enumerate(["gan", "wgan"]):
+        fake_run(same / str(i), [f"model={model}"], {"test/cis": 8.0}, "trainer: {max_epochs: 20}\n")
+    write_sweep_summary(same)
+    assert "| job | status | model | test/cis |" in (same / "summary.md").read_text()
 
 
 def test_report_of_a_run_without_pictures_or_metrics_still_renders(tmp_path):

@@ -83,7 +83,10 @@ class GAN(GenerativeModule):
         aux_weight: float = 1.0,
         class_head: str = "auxiliary",
         aux_fake: bool = True,
+        recipe_epochs: dict[str, int] | None = None,
     ) -> None:
+        # recipe_epochs: the recipe's length per dataset, e.g. {mnist: 40}; the run reads it (trainer.max_epochs'
+        # default, genlab.utils.config.recipe_epochs), the model keeps it in its hparams only
         super().__init__(latent_dim, num_classes=num_classes, conditional=conditional)
         lr_g, lr_d = lr if lr_g is None else lr_g, lr if lr_d is None else lr_d
         for name, rate in (("lr_g", lr_g), ("lr_d", lr_d)):

@@ -5,11 +5,13 @@ never executed. A run without `status.json` (older runs) counts as `ok` when it 
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from genlab.utils.runner import BEST_RECORD, REJECTED_FILE, STATUS_FILE
 
@@ -39,6 +41,7 @@ class Run:
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)  # metrics.json's numbers
     best: dict[str, Any] = field(default_factory=dict)  # checkpoints/best.json
+    epochs: int | None = None  # trainer.max_epochs: the run's length (a model's recipe may set its own)
 
     @property
     def final(self) -> dict[str, float]:
@@ -71,6 +74,22 @@ def _json(path: Path) -> Any:
         return None
 
 
+def _epochs(config: Any) -> int | None:
+    """`trainer.max_epochs` of a saved config: its value, or what `${genlab_epochs:N}` (the trainer's default: the
+    model's `recipe_epochs` for the dataset, else N) gives. Nothing else in the file is resolved."""
+    if not isinstance(config, dict) or not isinstance(config.get("trainer"), dict):
+        return None
+    value = config["trainer"].get("max_epochs")
+    if isinstance(value, str) and re.fullmatch(r"\$\{genlab_epochs:\d+\}", value):
+        parts = {k: config.get(k) if isinstance(config.get(k), dict) else {} for k in ("model", "data")}
+        value = OmegaConf.select(
+            OmegaConf.create({**parts, "trainer": {"max_epochs": value}}),
+            "trainer.max_epochs",
+            throw_on_resolution_failure=False,
+        )
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def is_run(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
 
@@ -79,6 +98,7 @@ def read_run(path: Path) -> Run:
     """Everything the reports need from the run dir `path`."""
     run = Run(path=path, overrides=[str(o) for o in _yaml(path / ".hydra" / "overrides.yaml") or []])
     hydra = (_yaml(path / ".hydra" / "hydra.yaml") or {}).get("hydra", {})
+    run.epochs = _epochs(_yaml(path / ".hydra" / "config.yaml"))
     run.choices = {k: str(v) for k, v in (hydra.get("runtime", {}).get("choices") or {}).items() if "/" not in k}
     num = hydra.get("job", {}).get("num")
     run.job = int(num) if isinstance(num, int) else None

@@ -32,15 +32,23 @@ class Summary:
         values = run.override_map()
         return ", ".join(f"{k}={values.get(k, '-')}" for k in self.swept) or f"job {run.job}"
 
+    @property
+    def lengths_differ(self) -> bool:
+        """Whether jobs ran different lengths without sweeping it (`-m model=gan,wgan`: a model's recipe may
+        state its own length, `model.recipe_epochs`): the table then shows each job's epochs."""
+        known = {r.epochs for r in self.runs if r.epochs is not None}
+        return len(known) > 1 and "trainer.max_epochs" not in self.swept
+
     def headers(self) -> list[str]:
-        return ["job", "status", *self.swept, *self.metrics, "error"]
+        return ["job", "status", *self.swept, *(["epochs"] if self.lengths_differ else []), *self.metrics, "error"]
 
     def rows(self) -> list[list[object]]:
         rows = []
         for run in self.runs:
             values, scores = run.override_map(), {**run.final, **run.best_score}
             swept = [values.get(k, "") for k in self.swept]
-            rows.append([run.job, run.status, *swept, *(scores.get(m) for m in self.metrics), run.error])
+            length = [run.epochs] if self.lengths_differ else []
+            rows.append([run.job, run.status, *swept, *length, *(scores.get(m) for m in self.metrics), run.error])
         return rows
 
 

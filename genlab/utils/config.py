@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.errors import ConfigError
 
 
 def config_dir() -> str:
@@ -36,6 +38,30 @@ def multiply(a: float, b: float) -> float:
     return a * b
 
 
+RECIPE_EPOCHS = "recipe_epochs"
+
+
+def recipe_epochs(default: int, *, _root_: DictConfig) -> int:
+    """`${genlab_epochs:20}` (`trainer.max_epochs`' default): the length the model's recipe states for this
+    dataset, `model.recipe_epochs.<data.dataset>` (e.g. `model=hinge_gan`: `{mnist: 40}`), else `default`. Keyed
+    by dataset so that a length searched on MNIST never silently becomes the length on another dataset; counted
+    in epochs, so it is the same recipe on a laptop, a GPU or a cluster. `trainer.max_epochs=N` wins over both."""
+    model, data = _root_.get("model"), _root_.get("data")
+    lengths = model.get(RECIPE_EPOCHS) if isinstance(model, DictConfig) else None
+    if lengths is None:
+        return default
+    if not isinstance(lengths, DictConfig):
+        raise ConfigError(
+            f"model.{RECIPE_EPOCHS}={lengths!r} is invalid; expected a mapping from data.dataset to epochs, e.g. "
+            f"{{mnist: 40}}, or null (to set this run's length: trainer.max_epochs={lengths})"
+        )
+    dataset = data.get("dataset") if isinstance(data, DictConfig) else None
+    epochs = lengths.get(dataset, default) if isinstance(dataset, str) else default
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"model.{RECIPE_EPOCHS}.{dataset}={epochs!r} is invalid; expected an integer >= 1")
+    return epochs
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("genlab_root"):
         OmegaConf.register_new_resolver("genlab_root", project_root)
@@ -43,3 +69,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("genlab_wandb_group", wandb_group)
     if not OmegaConf.has_resolver("genlab_mul"):
         OmegaConf.register_new_resolver("genlab_mul", multiply)
+    if not OmegaConf.has_resolver("genlab_epochs"):
+        OmegaConf.register_new_resolver("genlab_epochs", recipe_epochs)

@@ -8,8 +8,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import ConfigError, GenlabError, genlab_cause
 from genlab.utils import outputs
 from genlab.utils.runner import fail
 from genlab.utils.validate import validate_config
@@ -49,6 +50,11 @@ class Preflight(Callback):
             validate_config(config)
         except (ConfigError, GenlabError) as err:
             fail(str(err))  # SystemExit: Hydra turns a callback's ordinary exceptions into warnings
+        except OmegaConfBaseException as err:
+            cause = genlab_cause(err)  # a genlab resolver's own check (genlab_epochs)
+            if cause is None:
+                raise
+            fail(str(cause))
         outputs.note_root(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genlab.errors import ConfigError, GenlabError, SweepError, TrainingInterrupted
+from genlab.errors import ConfigError, GenlabError, SweepError, TrainingInterrupted, genlab_cause
 from genlab.utils import outputs
 from genlab.utils.console import tidy_logging
 
@@ -133,6 +133,8 @@ def user_error(err: BaseException) -> BaseException | None:
         if str(err).startswith("Error locating target"):
             return err
         err = err.__cause__
+    if isinstance(err, OmegaConfBaseException) and genlab_cause(err) is not None:
+        return genlab_cause(err)  # raised by a genlab resolver (genlab_epochs) while OmegaConf resolved its key
     if isinstance(err, GenlabError | OmegaConfBaseException):
         return err
     if type(err).__name__ == "MisconfigurationException" and _raised_in_trainer_init(err):
