@@ -190,6 +190,44 @@ def test_reference_features_are_computed_once_per_dataset(tmp_path, monkeypatch)
     assert reference["features"].shape == (359, 128)
 
 
+def test_the_reference_k_nn_radii_are_cached_with_its_features(tmp_path, monkeypatch):
+    """The k-NN radii of precision/recall are computed once per reference and kept in its cache file (a
+    10,000-row search costs ~100 MB of transient memory per run); a later run searches only its own samples."""
+    rows = []
+    original = stats.kth_nn_radius
+    monkeypatch.setattr(stats, "kth_nn_radius", lambda x, k, **kw: rows.append(len(x)) or original(x, k, **kw))
+    monkeypatch.setattr("genlab.metrics.reference.kth_nn_radius", stats.kth_nn_radius)
+    dm = DigitsDataModule(image_size=16, channels=1)
+    settings = {"epochs": 1, "min_steps": 20, "width": 8}
+    make = lambda: QualityMetrics(str(tmp_path), classifier_settings=settings, inception=False, batch_size=100)  # noqa: E731
+    make().setup(dm)
+    assert sorted(rows) == [144, 359]  # the validation and the test reference, once each
+    rows.clear()
+    again = make()
+    again.setup(DigitsDataModule(image_size=16, channels=1))
+    test_images = torch.cat([x for x, _ in dm.test_dataloader()])
+    metrics, _ = again.compute(again.features(_Samples(test_images), 300), "test")
+    assert rows == [300]  # the generated features' own radii (recall); the reference's came from the cache
+    stored = reference_features(tmp_path, dm, "test", again.extractors["classifier"])
+    assert torch.equal(stored["radii_k3"], original(stored["features"].float(), 3))
+    assert metrics[keys.PRECISION] > 0.8
+
+
+def test_classifier_features_in_chunks_equal_one_forward():
+    torch.manual_seed(0)
+    from genlab.metrics.classifier import Classifier
+
+    net = Classifier(1, 10, width=8, feature_dim=32)
+    net.body[0][1].running_mean.uniform_(-0.5, 0.5)  # non-trivial BatchNorm statistics: eval mode uses them
+    extractor = ClassifierExtractor(net, "c", "h")
+    images = torch.rand(250, 1, 16, 16) * 2 - 1
+    chunked = extractor(images)  # 100, 100, 50
+    with torch.no_grad():
+        h = net.eval().features(images)
+    assert torch.allclose(chunked["features"], h, atol=1e-5)
+    assert torch.allclose(chunked["probs"], torch.softmax(net.head(h), 1), atol=1e-6)
+
+
 @pytest.mark.parametrize("change", [{"split_seed": 1}, {"val_fraction": 0.2}, {"subset": 100}])
 def test_cache_key_changes_with_what_draws_the_splits(change):
     same = dataset_key(DigitsDataModule(image_size=16, channels=1))

@@ -68,7 +68,9 @@ class QualityMetrics:
             self.reference_info[split] = describe_reference(datamodule, split, real)
             if real is not None:
                 self.references[split] = {
-                    name: reference_features(self.cache_dir, datamodule, split, extractor)
+                    name: reference_features(
+                        self.cache_dir, datamodule, split, extractor, pr_k=self.pr_k if name == "classifier" else None
+                    )
                     for name, extractor in self.extractors.items()
                 }
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from genlab.metrics.cache import atomic_save, dataset_key, digest, load_file, split_tensors
 from genlab.metrics.features import Extractor, extract
-from genlab.metrics.stats import mean_cov
+from genlab.metrics.stats import kth_nn_radius, mean_cov
 from genlab.utils.images import uint8_to_model
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,15 @@ def reference_path(cache_dir: str | Path, datamodule, split: str, extractor: Ext
 
 
 def reference_features(
-    cache_dir: str | Path, datamodule, split: str, extractor: Extractor, batch_size: int = 500
+    cache_dir: str | Path, datamodule, split: str, extractor: Extractor, batch_size: int = 500, pr_k: int | None = None
 ) -> dict[str, Tensor]:
     """Features (`features`, `probs` for classifiers), their `mean`/`cov` and `labels` of the real `split`
-    ("val" or "test": `datamodule.reference(split)`, which must exist).
+    ("val" or "test": `datamodule.reference(split)`, which must exist), and with `pr_k` the distance of each
+    real image's features to its `pr_k`-th nearest neighbour (`radii_k<pr_k>`, for precision/recall).
 
-    Read from `<cache_dir>/reference/` when there; otherwise computed (the extractor runs) and cached.
+    Read from `<cache_dir>/reference/` when there; otherwise computed (the extractor runs) and cached. The
+    radii are cached with the features: a 10,000-row k-NN search costs about 100 MB of transient memory on
+    every run that computes it, more than anything else in a run's evaluation (docs/benchmarks.md).
     """
     path = reference_path(cache_dir, datamodule, split, extractor)
     stored = load_file(path)
@@ -46,4 +49,8 @@ def reference_features(
         stored["labels"] = labels
         atomic_save(stored, path)
         log.info("Cached %s reference features of %d %s images at %s", extractor.name, len(images), split, path)
+    radii = f"radii_k{pr_k}"
+    if pr_k is not None and radii not in stored:  # also a file cached before the radii were kept in it
+        stored[radii] = kth_nn_radius(stored["features"].float(), pr_k)
+        atomic_save(stored, path)
     return stored
