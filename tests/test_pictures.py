@@ -235,3 +235,20 @@ def test_quality_curves_leave_out_the_record_fields(tmp_path):
     log.write_text("\n".join(json.dumps(r) for r in records))
     curves = plots.read_quality_log(log)
     assert sorted(curves) == ["cfid"] and curves["cfid"]["val"] == [(0.0, 9.0), (1.0, 8.0)]
+
+
+@pytest.mark.parametrize("threads, expected", [(None, "torch"), (1, 1)])
+def test_tsne_takes_the_runs_torch_threads_unless_told(tmp_path, monkeypatch, threads, expected):
+    """Training is paused while a callback draws, so t-SNE may use the process's share of the cores (2,000
+    images on 2 cores: 6.2-6.8 s with 2 threads, 8.6-8.8 s with 1); `threads` caps it."""
+    from genlab.callbacks import latent
+
+    used = []
+    monkeypatch.setattr(latent, "test_batches", lambda trainer, n: [(torch.randn(30, 1, 4, 4), torch.arange(30) % 3)])
+    monkeypatch.setattr(latent, "latent_means", lambda module, x: x.flatten(1))
+    monkeypatch.setattr(latent, "embed_2d", lambda f, p, i, s, t: used.append(t) or np.zeros((len(f), 2)))
+    monkeypatch.setattr(latent, "publish_png", lambda trainer, path, key: None)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    trainer = types.SimpleNamespace(datamodule=None, loggers=[])
+    latent.LatentTSNE(str(tmp_path), threads=threads).draw(trainer, types.SimpleNamespace(), "")
+    assert used == [7 if expected == "torch" else expected]

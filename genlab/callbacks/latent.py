@@ -40,8 +40,8 @@ def latent_means(pl_module: L.LightningModule, x: Tensor) -> Tensor:
 
 def embed_2d(features: np.ndarray, perplexity: float, max_iter: int, seed: int, threads: int) -> np.ndarray:
     """`[N, D]` -> `[N, 2]`: the features themselves when D <= 2 (padded with zeros when D = 1), else t-SNE.
-    OpenMP threads are capped at `threads`: on cores shared with training, t-SNE's threads spin-wait (measured
-    7x slower with 2 threads than with 1 on 2 busy cores)."""
+    OpenMP threads are capped at `threads`: on cores shared with other busy processes, t-SNE's threads spin-wait
+    (measured 7x slower with 2 threads than with 1 on 2 busy cores)."""
     if features.shape[1] <= 2:
         return np.pad(features, ((0, 0), (0, 2 - features.shape[1])))
     from sklearn.manifold import TSNE
@@ -63,7 +63,7 @@ class LatentTSNE(EndOfRun):
         n_images: int = 2000,
         perplexity: float = 30.0,
         max_iter: int = 1000,
-        threads: int = 1,
+        threads: int | None = None,
         seed: int = 0,
         every_n_epochs: int | None = None,
     ) -> None:
@@ -80,7 +80,10 @@ class LatentTSNE(EndOfRun):
             feats.append(latent_means(pl_module, x))
             labels.append(y)
         features, y = torch.cat(feats).numpy(), torch.cat(labels).numpy()
-        points = embed_2d(features, self.perplexity, self.max_iter, self.seed, self.threads)
+        # training is paused while a callback draws: t-SNE may take the process's share of the cores (threads=auto
+        # gives each training process cores / processes, so CPU DDP ranks do not oversubscribe them)
+        threads = self.threads or torch.get_num_threads()
+        points = embed_2d(features, self.perplexity, self.max_iter, self.seed, threads)
         method = "t-SNE of the" if features.shape[1] > 2 else "the"
         title = f"{type(pl_module).__name__}: {method} {features.shape[1]}-d latent means of {len(y)} test images"
         names = getattr(trainer.datamodule, "class_names", None)
