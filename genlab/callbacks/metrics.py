@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from genlab.metrics.evaluator import QualityMetrics
+from genlab.utils.speed import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class SampleQuality(L.Callback):
             max_rows = rank_share(self.n_samples, world, 0)[0]
             fake = {name: {k: gather_rows(pl_module, v, max_rows) for k, v in f.items()} for name, f in fake.items()}
         values, protocols = self.metrics.compute(fake, split, kid_subsets=self.kid_subsets)
+        del fake
+        release_free_memory()  # the evaluation's temporaries (KID's kernels, conv activations): not training's
         # every rank computes the same values from the same gathered features, so the sync (a mean of equal numbers)
         # changes nothing; it keeps Lightning from warning (tests/test_ddp.py: logged values = rank 0's record)
         pl_module.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=True)

@@ -18,6 +18,7 @@ from genlab import plots
 from genlab.errors import ConfigError
 from genlab.utils.images import model_to_unit
 from genlab.utils.loggers import log_image, logger_step
+from genlab.utils.speed import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class EndOfRun(L.Callback):
     @rank_zero_only
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str) -> None:
         self.draw(trainer, pl_module, suffix)
+        release_free_memory()
 
 
 class LearningCurves(EndOfRun):

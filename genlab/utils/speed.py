@@ -102,3 +102,27 @@ def compile_networks(model: nn.Module) -> list[str]:
             child.compile()
             names.append(name)
     return names
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc's `malloc_trim`): after a per-epoch evaluation or a
+    picture, whose multi-MB temporaries glibc otherwise keeps mapped for reuse (its mmap threshold rises to the
+    size of freed blocks). A few ms; a no-op returning False where the C library has no `malloc_trim`."""
+    trim = _malloc_trim()
+    return bool(trim and trim(0))
+
+
+def _malloc_trim():
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    return _TRIM
+
+
+_TRIM = None
