@@ -113,3 +113,14 @@ def test_quality_row_trains_evaluates_and_summarises_seeds(tmp_path, monkeypatch
     monkeypatch.setattr(quality.subprocess, "call", lambda cmd, stdout, stderr: 3)
     with pytest.raises(SystemExit, match=r"exited 3; see .*seed_1.evaluate.log"):
         quality.main()
+
+
+def test_memory_probe_reports_highs_with_their_stack_and_the_exit(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--above", "100", "--", "debug=fast", "model=gan_base"]
+    cmd += ["data=digits", "test=false", f"hydra.run.dir={out}", "logger=[]"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[memory]")]
+    assert any("genlab/" in line for line in lines[:-1]), lines  # a high inside genlab, with its frames
+    assert lines[-1].startswith("[memory] at exit: {'VmHWM'") and (out / "checkpoints" / "last.ckpt").is_file()
