@@ -213,6 +213,22 @@ def test_the_reference_k_nn_radii_are_cached_with_its_features(tmp_path, monkeyp
     assert metrics[keys.PRECISION] > 0.8
 
 
+def test_a_read_only_cache_without_radii_still_serves_the_run(tmp_path, monkeypatch, caplog):
+    dm = DigitsDataModule(image_size=16, channels=1)
+    settings = {"epochs": 1, "min_steps": 20, "width": 8}
+    metrics = QualityMetrics(str(tmp_path), classifier_settings=settings, inception=False, pr_k=None)
+    metrics.setup(dm, splits=("test",))  # a reference cached without radii (as before they were kept in it)
+    extractor = metrics.extractors["classifier"]
+
+    def read_only(obj, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("genlab.metrics.reference.atomic_save", read_only)
+    with caplog.at_level(logging.WARNING):
+        stored = reference_features(tmp_path, dm, "test", extractor, pr_k=3)
+    assert stored["radii_k3"].shape == (359,) and "using them unsaved" in caplog.text
+
+
 def test_classifier_features_in_chunks_equal_one_forward():
     torch.manual_seed(0)
     from genlab.metrics.classifier import Classifier

@@ -52,5 +52,8 @@ def reference_features(
     radii = f"radii_k{pr_k}"
     if pr_k is not None and radii not in stored:  # also a file cached before the radii were kept in it
         stored[radii] = kth_nn_radius(stored["features"].float(), pr_k)
-        atomic_save(stored, path)
+        try:
+            atomic_save(stored, path)
+        except OSError as err:  # a read-only shared cache: the radii serve this run, and are computed again next time
+            log.warning("Could not add the k-NN radii to the cached reference %s (%s); using them unsaved", path, err)
     return stored
