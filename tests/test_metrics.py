@@ -46,6 +46,21 @@ def test_fid_and_kid_vanish_on_one_set_and_grow_with_a_shift():
     assert 0 < stats.kid(real, near, subset_size=100) < stats.kid(real, far, subset_size=100)
 
 
+def test_kid_is_torchmetrics_kid_computed_one_subset_at_a_time():
+    from torchmetrics.image import KernelInceptionDistance
+
+    real, fake = gaussian_features(600, 16, 0), gaussian_features(500, 16, 10, shift=0.3)
+    with pytest.warns(UserWarning):  # "will save all extracted features"
+        metric = KernelInceptionDistance(feature=stats._Features(16), subsets=7, subset_size=200)
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        expected, _ = metric.compute()
+    assert stats.kid(real, fake, subset_size=200, subsets=7, seed=3) == float(expected)
+    assert stats.kid(real, fake, subset_size=200, subsets=7, seed=4) != float(expected)
+
+
 def test_inception_score_known_answers():
     one_hot = torch.eye(10).repeat(50, 1)  # confident and balanced: IS = number of classes
     assert stats.inception_score(one_hot) == pytest.approx(10.0, rel=1e-6)
