@@ -332,3 +332,28 @@ def test_release_free_memory_hands_the_heaps_free_pages_back():
     assert speed.release_free_memory()
     assert before - _rss_mb() > 50
     del pin
+
+
+def test_a_finished_job_releases_its_cyclic_garbage():
+    """A trainer, its model, data and callbacks refer to one another: only the cycle collector frees them. Done
+    after each job (`genlab.utils.runner.run_task`), the next job of an in-process sweep, or the process's exit,
+    starts from an idle interpreter's memory (a 2-epoch MLP WGAN run: 874 MB resident at exit, 951 MB before)."""
+    import gc
+    import weakref
+
+    from genlab.utils import runner
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other, a.data = b, a, torch.zeros(1000)
+    alive = weakref.ref(a.data)
+    del a, b
+    gc.disable()
+    try:
+        assert alive() is not None  # a cycle: reference counting alone does not free it
+        runner._release_job_memory()
+        assert alive() is None
+    finally:
+        gc.enable()

@@ -255,6 +255,7 @@ def run_task(
 
         tidy_logging()  # Hydra's handlers already print and file every record: each line once
         result = task(cfg)
+        _release_job_memory()
     except TrainingInterrupted as err:
         log.error("%s", err)
         print(f"genlab: {err}", file=sys.stderr)
@@ -284,3 +285,15 @@ def run_task(
         _sweep_jobs[hydra_cfg.job.num] = True
     record_status("ok")
     return result
+
+
+def _release_job_memory() -> None:
+    """After a job: collect its cyclic garbage (the trainer, model, data and callbacks refer to one another) and
+    hand the freed heap back to the OS, so that the next job of an in-process sweep, or the process's exit,
+    starts from the memory of an idle interpreter."""
+    import gc
+
+    from genlab.utils.speed import release_free_memory
+
+    gc.collect()
+    release_free_memory()
