@@ -1,6 +1,7 @@
 """Per-process CPU threads, `trainer.precision=auto`, channels-last and the optional `torch.compile` of a model's
 networks (docs/benchmarks.md)."""
 
+import functools
 import logging
 import os
 
@@ -112,17 +113,13 @@ def release_free_memory() -> bool:
     return bool(trim and trim(0))
 
 
+@functools.cache
 def _malloc_trim():
-    global _TRIM
-    if _TRIM is None:
-        import ctypes
-        import ctypes.util
+    """glibc's `malloc_trim`, or None where the C library has none."""
+    import ctypes
+    import ctypes.util
 
-        try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    return _TRIM
-
-
-_TRIM = None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
