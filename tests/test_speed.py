@@ -219,6 +219,44 @@ def test_channels_last_converts_convolution_weights_only_and_keeps_the_maths():
     torch.testing.assert_close(conv(x), before)
 
 
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_channels_last_conv_nets_keep_one_order_backward_with_the_plain_values(norm):
+    """G's projected map is put channels-last and D's flattened features hand their gradient back channels-last,
+    so no elementwise backward mixes the two orders; values, gradients and WGAN-GP's double backward stay those
+    of the plain order."""
+    from genlab.nets import ConvDecoder, ConvEncoder
+    from genlab.nets.conv import is_channels_last
+
+    torch.manual_seed(0)
+    g, d = ConvDecoder(1, 28, latent_dim=8, width=8), ConvEncoder(1, 28, width=8, norm=norm, out_dim=1)
+    z, real = torch.randn(4, 8), torch.rand(4, 1, 28, 28)
+
+    def run():
+        fake = g(z)
+        x = (0.5 * real + 0.5 * fake.detach()).requires_grad_()
+        (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)  # the gradient penalty's
+        loss = d(fake).mean() + (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+        g.zero_grad(), d.zero_grad()
+        loss.backward()
+        return fake, [p.grad.clone() for p in [*g.parameters(), *d.parameters()]]
+
+    fake, grads = run()
+    assert speed.channels_last(g) and speed.channels_last(d)
+    fake_cl, grads_cl = run()
+    seen = []
+    hooks = [m.register_full_backward_hook(lambda m, gi, go: seen.append(go[0])) for m in [*g.net, *d.net]]
+    d(g(z)).mean().backward()  # (the double backward adds LeakyReLU's zero second derivative in the plain order)
+    for h in hooks:
+        h.remove()
+    assert is_channels_last(fake_cl) or fake_cl.shape[1] == 1
+    maps = [t for t in seen if t is not None and t.dim() == 4 and t.shape[1] > 1]
+    assert len(maps) == len(seen) - 4  # all but the gradients of the image (one channel), D's flat features and score
+    assert all(is_channels_last(t) for t in maps), "a gradient of a 4-d map came back in the plain order"
+    torch.testing.assert_close(fake_cl, fake)
+    for a, b in zip(grads_cl, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
 def test_channels_last_must_be_a_bool():
     from genlab.utils.validate import validate_config
     from tests.conftest import compose_cfg

@@ -19,6 +19,38 @@ from genlab.nets.mlp import mlp_layers
 SIZES = (8, 16, 28, 32, 64, 128, 256, 512)
 
 
+def is_channels_last(t: Tensor) -> bool:
+    """Whether a 4-d tensor is laid out channels-last and not also plainly contiguous (as a tensor with one
+    channel, or 1x1 pixels, is in both orders)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+class _FlattenInOrder(torch.autograd.Function):
+    """`x.flatten(1)` whose gradient goes back in `x`'s memory order. Flattening a channels-last map copies it
+    to the plain order, so its gradient arrives in the plain order; the elementwise backward before it (the
+    activation's, the norm's) then mixes a plain gradient with a channels-last saved input and takes
+    TensorIterator's strided path: a LeakyReLU backward on a 64x128x7x7 bf16 map took 1.06 ms instead of ~0.1
+    (docs/benchmarks.md, session 16). Differentiable, so WGAN-GP's double backward goes through it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.shape = x.shape
+        return x.flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.reshape(ctx.shape).contiguous(memory_format=torch.channels_last)
+
+
+class Flatten(nn.Flatten):
+    """`nn.Flatten()` (the features of a conv map) that hands a channels-last input its gradient channels-last."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if is_channels_last(x) and torch.is_grad_enabled() and x.requires_grad:
+            return _FlattenInOrder.apply(x)
+        return super().forward(x)
+
+
 def resolution_plan(image_size: int, n_blocks: int | None = None) -> tuple[int, int]:
     """`(n_blocks, start)`: how many stride-2 blocks and the resolution on the latent side."""
     if image_size not in SIZES:
@@ -102,7 +134,7 @@ class ConvEncoder(nn.Module):
         if spatial and out_channels is not None:
             layers.append(nn.Conv2d(widths[-1], out_channels, 1))
         elif not spatial:
-            layers.append(nn.Flatten())  # (B, C', s, s) -> (B, C' s s)
+            layers.append(Flatten())  # (B, C', s, s) -> (B, C' s s)
             flat = widths[-1] * start * start
             if hidden:
                 layers += mlp_layers([flat, hidden], activation_name, norm=norm)
@@ -168,12 +200,21 @@ class ConvDecoder(nn.Module):
             layers.append(activation(activation_name))
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), output_activation(output)]
         self.net = nn.Sequential(*layers)
+        # the first convolution after the projection: its weight's order (genlab.utils.speed.channels_last) is
+        # the order the projected map is put in
+        self._first_conv = next(
+            f"net.{n}.weight" for n, m in self.net.named_modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
+        )
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.cond is None:
             return self.net(self.project(z))
-        h = self.project(self.cond(z, y))
-        return self.net(h.view(z.shape[0], *self.shape))  # (B, C' s s) -> (B, C', s, s)
+        h = self.project(self.cond(z, y)).view(z.shape[0], *self.shape)  # (B, C' s s) -> (B, C', s, s)
+        if is_channels_last(self.get_parameter(self._first_conv)):
+            # the whole decoder then runs channels-last, forward and backward (a plain map from the view would
+            # meet channels-last gradients from the convolution in the norm's and activation's backward)
+            h = h.contiguous(memory_format=torch.channels_last)
+        return self.net(h)
 
 
 class JointDiscriminator(nn.Module):
