@@ -6,7 +6,9 @@ no data loading: the step itself), so that what each gives is visible without th
 MLP WGAN (batch 64, n_critic 5, RMSprop, clipping): two D forwards vs one on real and fake concatenated (its
 critic has no BatchNorm), loop vs foreach optimiser and clipping, fp32 vs bf16 autocast, eager vs torch.compile.
 DCGAN 28 px (batch 64, Adam): contiguous vs channels-last, fp32 vs bf16 autocast, a fresh G batch for G's step vs
-the D step's batch reused (as the reference DCGAN scripts do). Prints ms per batch (median of
+the D step's batch reused (as the reference DCGAN scripts do), channels-last with one memory order through the
+backward (genlab's nets since session 16) vs the plain-order map at G's projection and D's flatten (before), fused
+vs foreach Adam. Prints ms per batch (median of
 3 timed windows after a warm-up) and the ratio to the first (plain) variant.
 """
 
@@ -66,13 +68,24 @@ def mlp_wgan(variant: set[str]):
     return step
 
 
+def _plain_order_at_the_ends(g: ConvDecoder, d: DiscriminatorHeads) -> None:
+    """The nets as they were before session 16: G's projected map in the plain order, D's features flattened by
+    `nn.Flatten` (its gradient in the plain order), so the norm's and activation's backward there mixed orders."""
+    net = d.trunk.net
+    net[next(i for i, m in enumerate(net) if isinstance(m, nn.Flatten))] = nn.Flatten()
+    g.forward = lambda z, y=None: g.net(g.project(g.cond(z, y)).view(z.shape[0], *g.shape))
+
+
 def dcgan(variant: set[str]):
     torch.manual_seed(0)
     g, d = ConvDecoder(1, 28, latent_dim=100, width=64), DiscriminatorHeads(ConvEncoder(1, 28, width=64))
+    if "plain_ends" in variant:
+        _plain_order_at_the_ends(g, d)
     fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
     g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
-    og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
-    od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999), foreach=True)
+    adam = {"foreach": True} if "foreach_adam" in variant else {"fused": True}
+    og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999), **adam)
+    od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999), **adam)
     x = (torch.rand(BATCH, 1, 28, 28) * 2 - 1).contiguous(memory_format=fmt)
     bce = nn.functional.binary_cross_entropy_with_logits
     ones, zeros = torch.ones(BATCH), torch.zeros(BATCH)
@@ -106,7 +119,7 @@ VARIANTS = {
         ("+ joint + foreach + torch.compile (compile=true)", {"joint", "foreach", "compile"}),
     ],
     "dcgan": [
-        ("plain (foreach Adam)", set()),
+        ("plain (fused Adam)", set()),
         ("+ channels-last", {"channels_last"}),
         ("+ bf16 autocast (trainer.precision=bf16-mixed)", {"bf16"}),
         ("+ channels-last + bf16 autocast", {"channels_last", "bf16"}),
@@ -114,6 +127,11 @@ VARIANTS = {
             "+ channels-last + bf16 + G's step reuses the D step's batch (not adopted)",
             {"channels_last", "bf16", "reuse"},
         ),
+        (
+            "+ channels-last + bf16, plain-order map at G's projection and D's flatten (before session 16)",
+            {"channels_last", "bf16", "plain_ends"},
+        ),
+        ("+ channels-last + bf16, foreach Adam (before session 16)", {"channels_last", "bf16", "foreach_adam"}),
     ],
 }
 BUILD = {"mlp_wgan": mlp_wgan, "dcgan": dcgan}
