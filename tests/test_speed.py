@@ -3,6 +3,8 @@ the joint D forward gives the two-forward loss and gradients, seeding and thread
 
 import csv
 import math
+import subprocess
+import sys
 from unittest import mock
 
 import pytest
@@ -219,7 +221,6 @@ def test_channels_last_converts_convolution_weights_only_and_keeps_the_maths():
     torch.testing.assert_close(conv(x), before)
 
 
-
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_channels_last_conv_nets_keep_one_order_backward_with_the_plain_values(norm):
     """G's projected map is put channels-last and D's flattened features hand their gradient back channels-last,
@@ -256,6 +257,7 @@ def test_channels_last_conv_nets_keep_one_order_backward_with_the_plain_values(n
     torch.testing.assert_close(fake_cl, fake)
     for a, b in zip(grads_cl, grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
 
 def test_channels_last_must_be_a_bool():
     from genlab.utils.validate import validate_config
@@ -412,3 +414,35 @@ def test_generate_in_chunks_gives_the_images_of_one_forward():
         whole = gan.generator.eval()(z)
     assert chunked.shape == (250, 1, 8, 8) and torch.allclose(chunked, whole, atol=1e-5)
     assert not torch.allclose(chunked[:100], chunked[100:200])
+
+
+def test_exit_now_ends_a_torch_process_with_its_code_after_what_shutdown_does(tmp_path):
+    """`exit_now` skips only the teardown of the interpreter: non-daemon threads finish, atexit handlers run,
+    a log file handler and stdout are flushed, and the status is the one given."""
+    script = f"""
+import atexit, logging, pathlib, sys, threading, time
+import torch
+from genlab.utils.runner import exit_now
+tmp = pathlib.Path({str(tmp_path)!r})
+handler = logging.FileHandler(tmp / "run.log")
+logging.getLogger("probe").addHandler(handler)
+logging.getLogger("probe").warning("logged")
+atexit.register(lambda: (tmp / "atexit").write_text("ran"))
+threading.Thread(target=lambda: (time.sleep(0.3), (tmp / "thread").write_text("done"))).start()
+sys.stdout.write("unflushed output")
+exit_now(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert proc.stdout == "unflushed output"
+    assert (tmp_path / "run.log").read_text() == "logged\n"
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+
+
+def test_exit_now_without_torch_is_sys_exit(monkeypatch):
+    from genlab.utils import runner
+
+    monkeypatch.delitem(sys.modules, "torch")
+    with pytest.raises(SystemExit) as exit_info:
+        runner.exit_now(2)
+    assert exit_info.value.code == 2
