@@ -446,3 +446,17 @@ def test_exit_now_without_torch_is_sys_exit(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         runner.exit_now(2)
     assert exit_info.value.code == 2
+
+
+def test_exit_now_under_a_profiler_is_sys_exit():
+    """`python -m cProfile -m genlab ...` writes its profile after the program returns: no quick exit then."""
+    from genlab.utils import runner
+
+    assert "torch" in sys.modules
+    sys.setprofile(lambda *args: None)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runner.exit_now(4)
+    finally:
+        sys.setprofile(None)
+    assert exit_info.value.code == 4

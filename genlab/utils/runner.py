@@ -71,8 +71,10 @@ def exit_now(code: int) -> NoReturn:
     This does what that shutdown does that has an effect, in the same order (join the non-daemon threads, run the
     `atexit` handlers: logging's flush and close of the run's log file, W&B's and multiprocessing's own), flushes
     stdout and stderr, and ends the process with `code`. Without torch loaded (`--help`, a refused command) the
-    shutdown is quick and `sys.exit` is kept, which also lets a caller that catches `SystemExit` go on."""
-    if "torch" not in sys.modules or not hasattr(threading, "_shutdown") or not hasattr(atexit, "_run_exitfuncs"):
+    shutdown is quick and `sys.exit` is kept, which also lets a caller that catches `SystemExit` go on; so it is
+    under a profiler, tracer or debugger (`python -m cProfile`, pdb), which reports after the program returns."""
+    private = hasattr(threading, "_shutdown") and hasattr(atexit, "_run_exitfuncs")
+    if "torch" not in sys.modules or not private or _observed():
         sys.exit(code)
     try:
         threading._shutdown()
@@ -82,6 +84,15 @@ def exit_now(code: int) -> NoReturn:
             with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach it
                 stream.flush()
         os._exit(code)
+
+
+def _observed() -> bool:
+    """Whether a profiler, tracer or debugger watches this process (cProfile, coverage, pdb: `sys.setprofile` /
+    `sys.settrace`, or a `sys.monitoring` tool on Python >= 3.12)."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
 
 
 def skipped_job(num: int) -> None:
