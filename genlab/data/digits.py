@@ -1,7 +1,6 @@
 """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes): the offline demo dataset."""
 
 import torch
-from sklearn.datasets import load_digits
 
 from genlab.data.base import GenDataModule, ImageTensorDataset, convert_channels, resize_uint8, seeded_split
 from genlab.errors import check_choice
@@ -18,6 +17,8 @@ class DigitsDataModule(GenDataModule):
 
     def read(self, split: str) -> ImageTensorDataset:
         if self._all is None:
+            from sklearn.datasets import load_digits  # here: scikit-learn's import (0.1 s) only for runs that use it
+
             digits = load_digits()
             pixels = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round()  # (N, 8, 8) in [0, 16]
             images = resize_uint8(pixels.to(torch.uint8).unsqueeze(1), self.image_size)  # (N, 1, S, S)
