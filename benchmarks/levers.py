@@ -1,15 +1,15 @@
 """The speed levers of issue [7 of 10], each measured alone on a training step with genlab's nets (no Lightning,
 no data loading: the step itself), so that what each gives is visible without the rest of a run around it.
 
-    python -m benchmarks.levers [--batches 200] [--models mlp_wgan dcgan]
+    python -m benchmarks.levers [--batches 200] [--models mlp_wgan dcgan dcgan_default]
 
 MLP WGAN (batch 64, n_critic 5, RMSprop, clipping): two D forwards vs one on real and fake concatenated (its
 critic has no BatchNorm), loop vs foreach optimiser and clipping, fp32 vs bf16 autocast, eager vs torch.compile.
 DCGAN 28 px (batch 64, Adam): contiguous vs channels-last, fp32 vs bf16 autocast, a fresh G batch for G's step vs
 the D step's batch reused (as the reference DCGAN scripts do), channels-last with one memory order through the
 backward (genlab's nets since session 16) vs the plain-order map at G's projection and D's flatten (before), fused
-vs foreach Adam. Prints ms per batch (median of
-3 timed windows after a warm-up) and the ratio to the first (plain) variant.
+vs foreach Adam. The default `model=dcgan` recipe's nets (width 24, no norm in D, batch 128): the same two changes.
+Prints ms per batch (median of 3 timed windows after a warm-up) and the ratio to the first variant.
 """
 
 import argparse
@@ -76,9 +76,10 @@ def _plain_order_at_the_ends(g: ConvDecoder, d: DiscriminatorHeads) -> None:
     g.forward = lambda z, y=None: g.net(g.project(g.cond(z, y)).view(z.shape[0], *g.shape))
 
 
-def dcgan(variant: set[str]):
+def dcgan(variant: set[str], width: int = 64, d_norm: str = "batch", batch: int = BATCH):
     torch.manual_seed(0)
-    g, d = ConvDecoder(1, 28, latent_dim=100, width=64), DiscriminatorHeads(ConvEncoder(1, 28, width=64))
+    g = ConvDecoder(1, 28, latent_dim=100, width=width)
+    d = DiscriminatorHeads(ConvEncoder(1, 28, width=width, norm=d_norm))
     if "plain_ends" in variant:
         _plain_order_at_the_ends(g, d)
     fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
@@ -86,9 +87,9 @@ def dcgan(variant: set[str]):
     adam = {"foreach": True} if "foreach_adam" in variant else {"fused": True}
     og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999), **adam)
     od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999), **adam)
-    x = (torch.rand(BATCH, 1, 28, 28) * 2 - 1).contiguous(memory_format=fmt)
+    x = (torch.rand(batch, 1, 28, 28) * 2 - 1).contiguous(memory_format=fmt)
     bce = nn.functional.binary_cross_entropy_with_logits
-    ones, zeros = torch.ones(BATCH), torch.zeros(BATCH)
+    ones, zeros = torch.ones(batch), torch.zeros(batch)
     bf16 = "bf16" in variant
 
     reuse = "reuse" in variant
@@ -96,13 +97,13 @@ def dcgan(variant: set[str]):
     def step(i: int) -> None:
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             with torch.set_grad_enabled(reuse):  # reuse: G's graph is kept for its own step
-                fake = g(torch.randn(BATCH, 100))
+                fake = g(torch.randn(batch, 100))
             loss = bce(d(x)[0].float(), ones) + bce(d(fake.detach())[0].float(), zeros)
         od.zero_grad(set_to_none=True)
         loss.backward()
         od.step()
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            g_loss = bce(d(fake if reuse else g(torch.randn(BATCH, 100)))[0].float(), ones)
+            g_loss = bce(d(fake if reuse else g(torch.randn(batch, 100)))[0].float(), ones)
         og.zero_grad(set_to_none=True)
         g_loss.backward()
         og.step()
@@ -133,8 +134,24 @@ VARIANTS = {
         ),
         ("+ channels-last + bf16, foreach Adam (before session 16)", {"channels_last", "bf16", "foreach_adam"}),
     ],
+    "dcgan_default": [
+        ("channels-last + bf16 (genlab's default)", {"channels_last", "bf16"}),
+        (
+            "channels-last + bf16, plain-order map at G's projection and D's flatten (before session 16)",
+            {"channels_last", "bf16", "plain_ends"},
+        ),
+        ("channels-last + bf16, foreach Adam (before session 16)", {"channels_last", "bf16", "foreach_adam"}),
+    ],
 }
-BUILD = {"mlp_wgan": mlp_wgan, "dcgan": dcgan}
+
+
+def dcgan_default(variant: set[str]):
+    """The nets of the default `model=dcgan` recipe (width 24, no norm in D) at its batch of 128; R1, EMA and
+    the cosine schedule left out."""
+    return dcgan(variant, width=24, d_norm="none", batch=128)
+
+
+BUILD = {"mlp_wgan": mlp_wgan, "dcgan": dcgan, "dcgan_default": dcgan_default}
 
 
 def measure(step, batches: int) -> tuple[float, float]:
