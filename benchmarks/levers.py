@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100, help="batches per timed window (3 windows)")
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH} (dcgan_default: 128)")
     print("| model | variant | ms per batch | vs plain | first call s |\n|---|---|---|---|---|")
     for model in args.models:
         plain = None
