@@ -170,11 +170,36 @@ def measure(step, batches: int) -> tuple[float, float]:
     return first, statistics.median(windows)
 
 
+def profile(step, steps: int = 20, rows: int = 15) -> str:
+    """torch.profiler's table of the operators of `steps` steps after a warm-up, by self time, per input shape."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as record
+
+    for i in range(10):
+        step(i)
+    with record(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for i in range(steps):
+            step(i)
+    averages = prof.key_averages(group_by_input_shape=True)
+    return averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100, help="batches per timed window (3 windows)")
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="instead of timing: torch.profiler's operators of variant N (0: the first) of each model, 20 steps",
+    )
     args = parser.parse_args()
+    if args.profile is not None:
+        for model in args.models:
+            name, variant = VARIANTS[model][args.profile]
+            print(f"{model}: {name}\n{profile(BUILD[model](variant))}")
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH} (dcgan_default: 128)")
     print("| model | variant | ms per batch | vs plain | first call s |\n|---|---|---|---|---|")
     for model in args.models:
