@@ -123,3 +123,31 @@ def _malloc_trim():
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
+
+
+def stepped_player_allreduce(process_group, bucket):  # noqa: ANN001, ANN201  (DDP's comm hook signature)
+    """A DDP comm hook that averages only the gradients of parameters that require grad when the bucket is ready.
+
+    A GAN steps one player per backward (Lightning's `toggled_optimizer` turns the other's `requires_grad` off),
+    so each backward leaves the other player unused; DDP's default hook still all-reduces every bucket, zeros of
+    the unused player included (the MLP WGAN: 8 MB of G's and D's gradients after every D step, 2 MB of them
+    D's). Here each bucket all-reduces the one span of its buffer that holds the parameters in use (divided by
+    the world size first, as DDP's `allreduce_hook` does), or nothing when it has none: the other player's
+    gradients are not used by this step and DDP does not write a globally unused parameter's gradient back."""
+    import torch.distributed as dist
+
+    buffer = bucket.buffer()
+    spans = [
+        (g.storage_offset() - buffer.storage_offset(), g.numel())
+        for p, g in zip(bucket.parameters(), bucket.gradients(), strict=True)
+        if p.requires_grad
+    ]
+    if not spans:
+        done: torch.futures.Future = torch.futures.Future()
+        done.set_result(buffer)
+        return done
+    start, end = min(s for s, _ in spans), max(s + n for s, n in spans)
+    group = process_group if process_group is not None else dist.group.WORLD
+    span = buffer[start:end].div_(dist.get_world_size(group))
+    future = dist.all_reduce(span, group=group, async_op=True).get_future()
+    return future.then(lambda _: buffer)
