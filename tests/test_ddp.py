@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genlab.models.objectives import WassersteinGP, gradient_penalty
+from genlab.utils.speed import stepped_player_allreduce
 from tests.conftest import compose_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,9 +180,13 @@ class CriticLoss(nn.Module):
         return self.gan.discriminator_loss(x, y)[0]
 
 
-def critic_update(model_cfg: dict, state: dict, batch: dict, part: slice, per_rank_sum: bool, ddp: bool) -> dict:
+def critic_update(
+    model_cfg: dict, state: dict, batch: dict, part: slice, per_rank_sum: bool, ddp: bool, hook: bool = False
+) -> dict:
     """One critic update of GAN.discriminator_loss (Wasserstein loss + penalty) and Adam, as in training, on
-    `part` of the batch with its fixed z and alpha: D's gradients and its weights after the step."""
+    `part` of the batch with its fixed z and alpha: D's gradients and its weights after the step. `hook`: G
+    toggled off after DDP wraps the model (as Lightning's `toggled_optimizer` does) and genlab's comm hook that
+    all-reduces only the parameters in use (`genlab.utils.speed.stepped_player_allreduce`)."""
     gan = instantiate(model_cfg)
     gan.load_state_dict(state)
     gan.train()
@@ -190,6 +195,9 @@ def critic_update(model_cfg: dict, state: dict, batch: dict, part: slice, per_ra
     gan.objective = FixedAlphaGP(alpha, per_rank_sum)
     module = CriticLoss(gan)
     forward = DistributedDataParallel(module, find_unused_parameters=True) if ddp else module  # as trainer=ddp_cpu
+    if hook:
+        forward.register_comm_hook(None, stepped_player_allreduce)
+        gan.generator.requires_grad_(False)
     _, opt_d = gan.configure_optimizers()[0]
     opt_d.zero_grad(set_to_none=True)
     forward(batch["x"][part], batch["y"][part]).backward()
@@ -203,6 +211,7 @@ def _rank_main(rank: int, world: int, store: str, model_cfg: dict, state: dict, 
     try:
         part = slice(rank * HALF, (rank + 1) * HALF)
         results = {k: critic_update(model_cfg, state, batch, part, k == "sum", ddp=True) for k in ("mean", "sum")}
+        results["hook"] = critic_update(model_cfg, state, batch, part, False, ddp=True, hook=True)
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -242,8 +251,9 @@ def test_wgan_gp_critic_update_under_two_processes_equals_one_process(tmp_path):
     steered = [g.abs() >= 1e-6 for g in one["mean"]["grads"]]
     assert sum(m.sum() for m in steered) > 0.9 * sum(m.numel() for m in steered)
     for what, where in (("grads", None), ("weights", steered)):
-        assert close(two[0]["mean"][what], one["mean"][what], where), what
-        assert close(two[1]["mean"][what], two[0]["mean"][what]), what  # the ranks agree
+        for way in ("mean", "hook"):  # DDP's own all-reduce; genlab's hook with G toggled off
+            assert close(two[0][way][what], one["mean"][what], where), (way, what)
+            assert close(two[1][way][what], two[0][way][what]), (way, what)  # the ranks agree
     assert not close(two[0]["sum"]["grads"], one["sum"]["grads"])
     before = [p for k, p in state.items() if k.startswith("discriminator.")]
     assert not close(one["mean"]["weights"], before)  # the step did move the critic
