@@ -65,9 +65,9 @@ def exit_now(code: int) -> NoReturn:
     """`sys.exit(code)` without Python's teardown of its modules once torch is loaded.
 
     With torch and Lightning imported, interpreter shutdown takes 1.2 to 2 s on 2 CPU cores after the last line
-    of the program: `python -c "import lightning.pytorch"` takes 5.2 to 5.7 s, and 3.6 s when it ends in
-    `os._exit(0)`; its exit handlers take 0.01 s, the teardown of module globals 0.25 s, and the rest is the
-    deallocation of everything the imports built (docs/benchmarks.md, session 16). Every genlab run paid it.
+    of the program: `python -c "import lightning.pytorch"` takes 5.2 to 6.3 s, and 3.6 to 4.0 s when it ends in
+    `os._exit(0)`; nearly all of the difference is Python's teardown of everything the imports built
+    (docs/benchmarks.md, session 16). Every genlab run paid it.
     This does what that shutdown does that has an effect, in the same order (join the non-daemon threads, run the
     `atexit` handlers: logging's flush and close of the run's log file, W&B's and multiprocessing's own), flushes
     stdout and stderr, and ends the process with `code`. Without torch loaded (`--help`, a refused command) the
