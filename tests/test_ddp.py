@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genlab.models.objectives import WassersteinGP, gradient_penalty
+from genlab.utils.local_comm import LocalGroup, connect
 from genlab.utils.speed import stepped_player_allreduce
 from tests.conftest import compose_cfg
 
@@ -45,9 +46,9 @@ def record(dirpath: str) -> list[str]:
     return [f"+callbacks.{c.rsplit('.', 1)[1]}.{k}" for c in RECORDERS for k in (f"_target_={c}", f"dirpath={dirpath}")]
 
 
-def genlab_ddp(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def genlab_ddp(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m genlab` with 2 CPU processes, started in `tmp_path`: a stray Hydra dir would appear there."""
-    env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data")}
+    env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data"), **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)  # tests.helpers
     env.pop("WANDB_API_KEY", None)
     cmd = [sys.executable, "-m", "genlab", *DDP, *args]
@@ -117,6 +118,7 @@ def test_gan_under_ddp_and_resumed(tmp_path):
     out = tmp_path / "run"
     genlab_ddp(tmp_path, "model=gan_base", *record(str(out)), "test=false", f"hydra.run.dir={out}")
     check_one_run_dir(tmp_path, out)
+    assert "between the ranks through shared memory" in (out / "train.log").read_text()
     check_synced(out, n_evaluations=1)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "progress.gif"]
     assert (out / "report.md").is_file() and (out / "curves" / "losses.png").is_file()
@@ -131,14 +133,18 @@ def test_gan_under_ddp_and_resumed(tmp_path):
 
 @pytest.mark.parametrize("model", ["wgan_gp", "vae", "vqvae"])
 def test_model_trains_under_ddp(tmp_path, model):
-    """A fresh run in the default run dir (under paths.log_dir): the child process makes no second one."""
+    """A fresh run in the default run dir (under paths.log_dir): the child process makes no second one. The
+    VQ-VAE's ranks talk through gloo (`GENLAB_LOCAL_ALLREDUCE=0`), the others' through shared memory."""
     here = "${hydra:runtime.output_dir}"
     plots = [] if model == "vae" else list(NO_PLOTS)
     if model == "vqvae":  # without a prior it is not scored: no need for the dataset classifier
         plots.append("~callbacks.sample_quality")
-    genlab_ddp(tmp_path, f"model={model}", *record(here), f"paths.log_dir={tmp_path / 'outputs'}", *plots)
+    transport = "gloo" if model == "vqvae" else "shared memory"
+    env = {"GENLAB_LOCAL_ALLREDUCE": "0" if transport == "gloo" else "1"}
+    genlab_ddp(tmp_path, f"model={model}", *record(here), f"paths.log_dir={tmp_path / 'outputs'}", *plots, env=env)
     (out,) = (tmp_path / "outputs" / "train").glob("*/*")
     check_one_run_dir(tmp_path, out)
+    assert f"between the ranks through {transport}" in (out / "train.log").read_text()
     evaluations = check_synced(out, n_evaluations=2)
     check_ranks_drew_differently(out, [[0, b] for b in range(BATCHES)])
     headline = {"wgan_gp": "wasserstein", "vae": "nelbo", "vqvae": "perplexity"}[model]
@@ -181,12 +187,20 @@ class CriticLoss(nn.Module):
 
 
 def critic_update(
-    model_cfg: dict, state: dict, batch: dict, part: slice, per_rank_sum: bool, ddp: bool, hook: bool = False
+    model_cfg: dict,
+    state: dict,
+    batch: dict,
+    part: slice,
+    per_rank_sum: bool,
+    ddp: bool,
+    hook: bool = False,
+    local: LocalGroup | None = None,
 ) -> dict:
     """One critic update of GAN.discriminator_loss (Wasserstein loss + penalty) and Adam, as in training, on
     `part` of the batch with its fixed z and alpha: D's gradients and its weights after the step. `hook`: G
     toggled off after DDP wraps the model (as Lightning's `toggled_optimizer` does) and genlab's comm hook that
-    all-reduces only the parameters in use (`genlab.utils.speed.stepped_player_allreduce`)."""
+    all-reduces only the parameters in use (`genlab.utils.speed.stepped_player_allreduce`), through `local` (a
+    `genlab.utils.local_comm.LocalGroup`: shared memory) when given, else gloo."""
     gan = instantiate(model_cfg)
     gan.load_state_dict(state)
     gan.train()
@@ -196,7 +210,7 @@ def critic_update(
     module = CriticLoss(gan)
     forward = DistributedDataParallel(module, find_unused_parameters=True) if ddp else module  # as trainer=ddp_cpu
     if hook:
-        forward.register_comm_hook(None, stepped_player_allreduce)
+        forward.register_comm_hook(local, stepped_player_allreduce)
         gan.generator.requires_grad_(False)
     _, opt_d = gan.configure_optimizers()[0]
     opt_d.zero_grad(set_to_none=True)
@@ -212,6 +226,7 @@ def _rank_main(rank: int, world: int, store: str, model_cfg: dict, state: dict, 
         part = slice(rank * HALF, (rank + 1) * HALF)
         results = {k: critic_update(model_cfg, state, batch, part, k == "sum", ddp=True) for k in ("mean", "sum")}
         results["hook"] = critic_update(model_cfg, state, batch, part, False, ddp=True, hook=True)
+        results["local"] = critic_update(model_cfg, state, batch, part, False, ddp=True, hook=True, local=connect())
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -251,7 +266,7 @@ def test_wgan_gp_critic_update_under_two_processes_equals_one_process(tmp_path):
     steered = [g.abs() >= 1e-6 for g in one["mean"]["grads"]]
     assert sum(m.sum() for m in steered) > 0.9 * sum(m.numel() for m in steered)
     for what, where in (("grads", None), ("weights", steered)):
-        for way in ("mean", "hook"):  # DDP's own all-reduce; genlab's hook with G toggled off
+        for way in ("mean", "hook", "local"):  # DDP's own all-reduce; genlab's hook with G toggled off, gloo or shm
             assert close(two[0][way][what], one["mean"][what], where), (way, what)
             assert close(two[1][way][what], two[0][way][what]), (way, what)  # the ranks agree
     assert not close(two[0]["sum"]["grads"], one["sum"]["grads"])

@@ -1,5 +1,6 @@
 """The contract every generative model offers to callbacks, metrics and tasks."""
 
+import logging
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,8 @@ from torch import Tensor
 from genlab.errors import ConfigError
 from genlab.models.train_log import TrainLog
 from genlab.utils.seeds import derive_seed
+
+log = logging.getLogger(__name__)
 
 
 class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
@@ -71,6 +74,13 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
 
     def _position_seed(self, *position: object) -> int:
         return derive_seed(self.noise_seed, "noise", self.global_rank, *position)
+
+    def on_fit_start(self) -> None:
+        from genlab.utils.speed import cpu_ddp_transport
+
+        transport = cpu_ddp_transport(self)
+        if transport is not None and self.global_rank == 0:
+            log.info("CPU DDP: gradients and buffers go between the ranks through %s", transport)
 
     def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> int | None:
         self.noise.manual_seed(self._position_seed("train", self.current_epoch, batch_idx))

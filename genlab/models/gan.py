@@ -183,19 +183,8 @@ class GAN(GenerativeModule):
 
     # -- the schedule -----------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self._take_over_max_steps()
-        self._reduce_only_the_stepped_player()
-
-    def _reduce_only_the_stepped_player(self) -> None:
-        """Under CPU DDP, all-reduce only the stepped player's gradients (`speed.stepped_player_allreduce`). GPU
-        DDP keeps DDP's own hook (NCCL's all-reduce is cheap next to a GPU step; not measured here)."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrapped = getattr(self.trainer.strategy, "model", None)
-        if isinstance(wrapped, DistributedDataParallel) and self.device.type == "cpu":
-            from genlab.utils.speed import stepped_player_allreduce
-
-            wrapped.register_comm_hook(None, stepped_player_allreduce)
 
     def _take_over_max_steps(self) -> None:
         """`trainer.max_steps` counts G steps here, but Lightning counts every optimiser step (D and G).

@@ -125,7 +125,7 @@ def _malloc_trim():
         return None
 
 
-def stepped_player_allreduce(process_group, bucket):  # noqa: ANN001, ANN201  (DDP's comm hook signature)
+def stepped_player_allreduce(state, bucket):  # noqa: ANN001, ANN201  (DDP's comm hook signature)
     """A DDP comm hook that averages only the gradients of parameters that require grad when the bucket is ready.
 
     A GAN steps one player per backward (Lightning's `toggled_optimizer` turns the other's `requires_grad` off),
@@ -133,8 +133,14 @@ def stepped_player_allreduce(process_group, bucket):  # noqa: ANN001, ANN201  (D
     the unused player included (the MLP WGAN: 8 MB of G's and D's gradients after every D step, 2 MB of them
     D's). Here each bucket all-reduces the one span of its buffer that holds the parameters in use (divided by
     the world size first, as DDP's `allreduce_hook` does), or nothing when it has none: the other player's
-    gradients are not used by this step and DDP does not write a globally unused parameter's gradient back."""
+    gradients are not used by this step and DDP does not write a globally unused parameter's gradient back.
+    Other models have every parameter in use, and the hook all-reduces whole buckets, as DDP's own does.
+
+    `state`: a `genlab.utils.local_comm.LocalGroup` (the ranks share a machine: the sum goes through shared
+    memory, at once), or a process group, or None (the default group; gloo's all-reduce)."""
     import torch.distributed as dist
+
+    from genlab.utils.local_comm import LocalGroup
 
     buffer = bucket.buffer()
     spans = [
@@ -142,12 +148,60 @@ def stepped_player_allreduce(process_group, bucket):  # noqa: ANN001, ANN201  (D
         for p, g in zip(bucket.parameters(), bucket.gradients(), strict=True)
         if p.requires_grad
     ]
-    if not spans:
-        done: torch.futures.Future = torch.futures.Future()
-        done.set_result(buffer)
-        return done
-    start, end = min(s for s, _ in spans), max(s + n for s, n in spans)
-    group = process_group if process_group is not None else dist.group.WORLD
-    span = buffer[start:end].div_(dist.get_world_size(group))
-    future = dist.all_reduce(span, group=group, async_op=True).get_future()
-    return future.then(lambda _: buffer)
+    if spans:
+        start, end = min(s for s, _ in spans), max(s + n for s, n in spans)
+        if isinstance(state, LocalGroup):
+            state.all_reduce(buffer[start:end].div_(state.world))
+        else:
+            group = state if state is not None else dist.group.WORLD
+            span = buffer[start:end].div_(dist.get_world_size(group))
+            return dist.all_reduce(span, group=group, async_op=True).get_future().then(lambda _: buffer)
+    done: torch.futures.Future = torch.futures.Future()
+    done.set_result(buffer)
+    return done
+
+
+def buffers_from_rank_0(state, named_buffers: dict) -> None:  # noqa: ANN001  (DDP's buffer hook signature)
+    """A DDP buffer hook: rank 0's buffers (BatchNorm's running statistics) to every rank before each training
+    forward, as DDP's own broadcast does, through a `LocalGroup` (`state`)."""
+    state.broadcast(list(named_buffers.values()), src=0)
+
+
+def cpu_ddp_transport(module: nn.Module) -> str | None:
+    """Under CPU DDP, what crosses between the ranks at every batch goes through shared memory where they all
+    run on this machine (`local_comm.connect`), through gloo elsewhere. Collective: every rank calls it (from
+    `on_fit_start`). Returns the transport, or None where it changed nothing (no DDP, or DDP on GPUs: NCCL is
+    cheap next to a GPU step; not measured here).
+
+    - the gradients: `stepped_player_allreduce`, on either transport;
+    - the buffers (DDP broadcasts rank 0's before each training forward): `buffers_from_rank_0`;
+    - Lightning's SIGTERM flag, which it broadcasts from rank 0 before every training batch: the same flag, and
+      when it is set Lightning's own method takes over (a gloo broadcast, a barrier, `SIGTERMException`)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    trainer = getattr(module, "_trainer", None)
+    wrapped = getattr(getattr(trainer, "strategy", None), "model", None)
+    if not isinstance(wrapped, DistributedDataParallel) or module.device.type != "cpu":
+        return None
+    from genlab.utils.local_comm import connect
+
+    local = connect(wrapped.process_group)
+    wrapped.register_comm_hook(local, stepped_player_allreduce)
+    if local is None:
+        return "gloo"
+    if hasattr(wrapped, "_register_buffer_comm_hook"):  # private in torch (since 1.12); DDP's broadcast stays without
+        from torch.nn.parallel.distributed import _BufferCommHookLocation
+
+        wrapped._register_buffer_comm_hook(local, buffers_from_rank_0, _BufferCommHookLocation.PRE_FORWARD)
+    loop = trainer.fit_loop.epoch_loop
+    lightnings = getattr(type(loop), "_broadcast_sigterm_tensor", None)  # private in Lightning (since 2.5)
+    if lightnings is not None:
+
+        def broadcast_sigterm() -> None:
+            flag = torch.tensor([int(bool(getattr(trainer, "received_sigterm", False)))], dtype=torch.int32)
+            local.broadcast([flag], src=0)
+            if flag.item():
+                lightnings(loop)
+
+        loop._broadcast_sigterm_tensor = broadcast_sigterm
+    return "shared memory"
