@@ -79,6 +79,10 @@ CONFIG_CASES = {
         "ema_decay, ema_warmup, ema_bn, init, spectral_norm, num_classes, conditional, aux_weight, class_head, "
         "aux_fake, recipe_epochs",
     ),
+    "DDP switch not true or false": (  # DDP's options have no annotations: a switch is known by its default
+        ["trainer=ddp_cpu", "trainer.strategy.gradient_as_bucket_view=maybe"],
+        "trainer.strategy.gradient_as_bucket_view='maybe' has the wrong type; expected true or false",
+    ),
     "too small to train": (
         ["model=gan", "data.subset=1"],
         "the training set has 1 image with data.subset=1: too small to train on; expected at least 2 (raise "
@@ -139,6 +143,18 @@ CONFIG_CASES = {
 def test_bad_config_value(tmp_path, case):
     overrides, message = CONFIG_CASES[case]
     assert reject(tmp_path, *overrides) == message
+
+
+def test_an_option_of_ddp_is_accepted_and_a_misspelt_one_named(tmp_path):
+    """DDPStrategy hands its `**kwargs` to torch's DistributedDataParallel: their names are options (not refused
+    as unknown), and a misspelt one is refused with the nearest."""
+    message = reject(tmp_path, "trainer=ddp_cpu", "+trainer.strategy.bucket_cap_mbb=3")
+    assert message.startswith(
+        "trainer.strategy.bucket_cap_mbb is not an option of lightning.pytorch.strategies.DDPStrategy; did you mean "
+        "bucket_cap_mb? expected one of: accelerator, "
+    )
+    assert ", static_graph, " in message and ", module," not in message
+    validate_config(compose_cfg(["trainer=ddp_cpu", "+trainer.strategy.bucket_cap_mb=3"]))
 
 
 @pytest.mark.parametrize(

@@ -123,10 +123,23 @@ def _check(key: str, value: Any, accepts: Callable[[Any], bool], what: str) -> N
     raise ConfigError(f"{key}={value!r} is invalid; expected {what}")
 
 
+# classes whose `**kwargs` go to another callable rather than up their bases: (module, class) -> its path
+FORWARDED_KWARGS = {
+    ("lightning.pytorch.strategies.ddp", "DDPStrategy"): "torch.nn.parallel.DistributedDataParallel",
+}
+
+
 def _parameters(target: Any) -> tuple[dict[str, inspect.Parameter], bool]:
-    """Named parameters of a callable, following `**kwargs` up a class's bases; and whether any are left open."""
+    """Named parameters of a callable, following `**kwargs` up a class's bases (or to where `FORWARDED_KWARGS`
+    says they go); and whether any are left open."""
     params: dict[str, inspect.Parameter] = {}
     classes = [c for c in target.__mro__ if c is not object] if inspect.isclass(target) else [target]
+    for owner in classes:
+        forwarded = FORWARDED_KWARGS.get((getattr(owner, "__module__", ""), getattr(owner, "__qualname__", "")))
+        if forwarded is not None:
+            own, _ = _parameters(owner.__init__)
+            more, open_ended = _parameters(get_object(forwarded))
+            return {k: v for k, v in {**own, **more}.items() if k != "module"}, open_ended
     for owner in classes:
         fn = owner.__init__ if inspect.isclass(owner) else owner
         try:
@@ -171,7 +184,9 @@ def _check_signature(path: str, node: DictConfig) -> None:
             value = node[key]
         except Exception:  # e.g. ${hydra:...} before Hydra has set up the job: nothing to check yet
             continue
-        _check_type(f"{path}.{key}", value, hints.get(str(key)))
+        # an unannotated switch (most of DDP's options): true or false, as its default is
+        switch = bool if isinstance(params[key].default, bool) else None
+        _check_type(f"{path}.{key}", value, hints.get(str(key), switch))
 
 
 SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
