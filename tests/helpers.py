@@ -12,14 +12,18 @@ import torch
 
 class SignalAfter(L.Callback):
     """Sends `signum` to this process after `batches` training batches: an interruption at an exact point; with
-    `at_validation`, during the first validation after them (the epoch-end work, before the epoch's end hooks)."""
+    `at_validation`, during the first validation after them (the epoch-end work, before the epoch's end hooks);
+    with `rank`, in that DDP rank only (`kill <pid>` of one process)."""
 
-    def __init__(self, batches: int, signum: int = signal.SIGTERM, at_validation: bool = False) -> None:
+    def __init__(
+        self, batches: int, signum: int = signal.SIGTERM, at_validation: bool = False, rank: int | None = None
+    ) -> None:
         self.batches, self.signum, self.at_validation, self.seen = batches, signum, at_validation, 0
+        self.rank = rank
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self.seen += 1
-        if self.seen == self.batches and not self.at_validation:
+        if self.seen == self.batches and not self.at_validation and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signum)
 
     def on_validation_end(self, trainer: L.Trainer, *args) -> None:

@@ -9,6 +9,7 @@ metrics, and different noise on the two ranks.
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,36 @@ def test_gan_under_ddp_and_resumed(tmp_path):
     assert [r["split"] for r in check_synced(out, n_evaluations=3)] == ["val", "val", "test"]
     check_ranks_drew_differently(out, [[e, b] for e in (0, 1) for b in range(BATCHES)])
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "epoch_001.png", "progress.gif"]
+
+
+def test_sigterm_to_rank_0_stops_every_rank_at_one_batch_with_a_checkpoint_and_resumes(tmp_path):
+    """`kill -TERM <rank 0>` mid-epoch under DDP: both ranks stop before the same batch, the checkpoint is written,
+    the job exits 143 with status.json "interrupted" (Lightning's own handling exited 0 without either, or
+    deadlocked when its signal handler's broadcast met another collective); the resume finishes with the ranks'
+    weights equal after every batch."""
+    out = tmp_path / "run"
+    signal_rank_0 = [f"+callbacks.sig.{k}" for k in ("_target_=tests.helpers.SignalAfter", "batches=2", "rank=0")]
+    env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "genlab", *DDP, "model=gan_base", *NO_PLOTS, *record(str(out)), *signal_rank_0]
+    cmd += ["test=false", "trainer.max_epochs=2", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "interrupted" and "resumable checkpoint written" in status["error"]
+    stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    # rank 0 signalled itself after its 2nd batch; every rank stopped before the 4th (the flag goes round before
+    # each batch; the 3rd's may or may not see it), not at the epoch's end
+    draws = [jsonl(out / f"noise_rank{r}.jsonl") for r in (0, 1)]
+    assert [d[:2] for d in draws[0]] == [d[:2] for d in draws[1]] in ([[0, 0], [0, 1]], [[0, 0], [0, 1], [0, 2]])
+    assert stopped["epoch"] == 0 and stopped["global_step"] > 0
+
+    trust = f"trusted_targets=[{','.join(RECORDERS)},tests.helpers.SignalAfter]"
+    genlab_ddp(tmp_path, f"resume={out}", "~callbacks.sig", trust)
+    assert json.loads((out / "status.json").read_text())["status"] == "ok"
+    draws = [jsonl(out / f"noise_rank{r}.jsonl") for r in (0, 1)]
+    assert [d[:2] for d in draws[0]][-1] == [1, BATCHES - 1]
+    assert all(a[4] == b[4] for a, b in zip(*draws, strict=True))  # the same weights on both ranks throughout
 
 
 @pytest.mark.parametrize("model", ["wgan_gp", "vae", "vqvae"])

@@ -8,7 +8,11 @@ the W&B run id, and a digest of the weights and optimiser state (checked on load
 
 `Interruption` turns SIGTERM/SIGINT during fit into: finish the current batch, write
 `checkpoints/last.ckpt`, stop with `TrainingInterrupted` (exit status 128 + signal). A second Ctrl-C
-stops at once.
+stops at once. Under DDP every rank must stop at the same batch and take part in the save: a SIGTERM only
+notes itself, and before each training batch every rank learns whether rank 0 got one (the broadcast Lightning
+makes there anyway); if so all save and stop there. Lightning's own handler is replaced for the fit: it runs a
+collective inside the signal handler, which deadlocked when the signal landed in another collective (CPU DDP,
+Lightning 2.6), and each rank then stopped at its own batch with a `SystemExit` (exit status 0).
 """
 
 import logging
@@ -109,6 +113,7 @@ class Interruption(L.Callback):
     def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
         self.path = Path(dirpath) / filename
         self.signum: int | None = None
+        self._ddp_signal = False  # this rank got SIGTERM (under DDP every rank acts on rank 0's)
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -118,7 +123,8 @@ class Interruption(L.Callback):
         log.warning("Received %s: stopping after this batch with a checkpoint", signal.Signals(signum).name)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1:  # DDP: every rank must take part in a save; left to Lightning
+        if trainer.world_size > 1:
+            self._take_over_ddp_sigterm(trainer, pl_module)
             return
         try:
             self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
@@ -145,13 +151,46 @@ class Interruption(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
+    # -- DDP ----------------------------------------------------------------------------------------------
+    def _take_over_ddp_sigterm(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if not hasattr(type(loop), "_broadcast_sigterm_tensor"):  # private in Lightning (>= 2.5): keep its handling
+            return
+        try:
+            self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._note_ddp_sigterm)}
+        except ValueError:  # not the main thread: leave signals alone
+            return
+        loop._broadcast_sigterm_tensor = lambda: self._agree(trainer, pl_module)
+        if trainer.is_global_zero:
+            log.info("Training started; SIGTERM saves a resumable checkpoint to %s (every rank stops)", self.path)
+
+    def _note_ddp_sigterm(self, signum: int, frame: Any) -> None:
+        if not self._ddp_signal:
+            log.warning("Received SIGTERM: every rank stops before the next batch, with a checkpoint")
+        self._ddp_signal = True
+
+    def _agree(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Before each training batch, on every rank: rank 0's flag; if it is set, all save and stop here."""
+        local = getattr(pl_module, "local_group", None)  # CPU DDP on one machine: shared memory
+        flag = torch.tensor([int(self._ddp_signal)], dtype=torch.int32, device="cpu" if local else pl_module.device)
+        if local is not None:
+            local.broadcast([flag], src=0)
+        else:
+            torch.distributed.broadcast(flag, src=0)
+        if flag.item():
+            self.signum = signal.SIGTERM
+            self._stop(trainer)
+
     def _stop(self, trainer: L.Trainer) -> None:
         signum, self.signum = self.signum, None
         self._restore()
         trainer.save_checkpoint(self.path)
+        raise self._interrupted(trainer, signum)
+
+    def _interrupted(self, trainer: L.Trainer, signum: int) -> TrainingInterrupted:
         name = signal.Signals(signum).name
         run_dir = self.path.parent.parent
-        raise TrainingInterrupted(
+        return TrainingInterrupted(
             f"interrupted by {name} at step {trainer.global_step} (epoch {trainer.current_epoch}); resumable "
             f"checkpoint written to {self.path}. Resume with: python -m genlab resume={run_dir}",
             signum,

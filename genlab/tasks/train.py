@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ import lightning.pytorch as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from genlab.callbacks.config import StoreConfig
 from genlab.callbacks.state import derive_seed
-from genlab.errors import CheckpointError, ConfigError
+from genlab.errors import CheckpointError, ConfigError, TrainingInterrupted
 from genlab.reports.run import write_run_report
 from genlab.runs import find_checkpoint, load_checkpoint
 from genlab.utils.checkpoints import check_fits
@@ -96,6 +98,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, **weights_only)
             metrics.update(_floats(trainer.callback_metrics))
         finished = True
+    except SIGTERMException as err:  # DDP: Lightning's stop on SIGTERM, which would exit with status 0
+        raise _interrupted_under_ddp(trainer) from err
     finally:
         finish_wandb(loggers, exit_code=0 if finished else 1)  # a failed job's W&B run is marked failed
 
@@ -105,6 +109,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             write_run_report(output_dir)
         _print_outputs(output_dir, trainer)
     return metrics
+
+
+def _interrupted_under_ddp(trainer: L.Trainer) -> TrainingInterrupted:
+    """Lightning's own stop on SIGTERM under DDP (where `Interruption` is off, or SIGTERM came during evaluation):
+    a `SystemExit` that would end the job with status 0 and no status.json."""
+    where = f"step {trainer.global_step} (epoch {trainer.current_epoch})"
+    return TrainingInterrupted(f"interrupted by SIGTERM at {where}; no checkpoint was written", signal.SIGTERM)
 
 
 def resolve_trainer_precision(cfg: DictConfig) -> None:

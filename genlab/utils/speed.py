@@ -175,8 +175,8 @@ def cpu_ddp_transport(module: nn.Module) -> str | None:
 
     - the gradients: `stepped_player_allreduce`, on either transport;
     - the buffers (DDP broadcasts rank 0's before each training forward): `buffers_from_rank_0`;
-    - Lightning's SIGTERM flag, which it broadcasts from rank 0 before every training batch: the same flag, and
-      when it is set Lightning's own method takes over (a gloo broadcast, a barrier, `SIGTERMException`)."""
+    - `module.local_group` is set (None elsewhere): `genlab.callbacks.Interruption` broadcasts rank 0's SIGTERM
+      flag through it before every training batch."""
     from torch.nn.parallel import DistributedDataParallel
 
     trainer = getattr(module, "_trainer", None)
@@ -185,7 +185,7 @@ def cpu_ddp_transport(module: nn.Module) -> str | None:
         return None
     from genlab.utils.local_comm import connect
 
-    local = connect(wrapped.process_group)
+    local = module.local_group = connect(wrapped.process_group)
     wrapped.register_comm_hook(local, stepped_player_allreduce)
     if local is None:
         return "gloo"
@@ -193,15 +193,4 @@ def cpu_ddp_transport(module: nn.Module) -> str | None:
         from torch.nn.parallel.distributed import _BufferCommHookLocation
 
         wrapped._register_buffer_comm_hook(local, buffers_from_rank_0, _BufferCommHookLocation.PRE_FORWARD)
-    loop = trainer.fit_loop.epoch_loop
-    lightnings = getattr(type(loop), "_broadcast_sigterm_tensor", None)  # private in Lightning (since 2.5)
-    if lightnings is not None:
-
-        def broadcast_sigterm() -> None:
-            flag = torch.tensor([int(bool(getattr(trainer, "received_sigterm", False)))], dtype=torch.int32)
-            local.broadcast([flag], src=0)
-            if flag.item():
-                lightnings(loop)
-
-        loop._broadcast_sigterm_tensor = broadcast_sigterm
     return "shared memory"
