@@ -101,19 +101,23 @@ def startup_lines(info: dict, runs: dict) -> list[str]:
     ]
 
 
-def ddp_lines(ddp: dict) -> list[str]:
+def ddp_lines(ddp: dict, titles: dict) -> list[str]:
     rows = [
-        "| MLP WGAN, genlab | ranks | images | wall s | ms/image (wall) | ms/image (first step to end of fit) |",
+        "| genlab | ranks | images | wall s | ms/image (wall) | ms/image (first step to end of fit) |",
         "|---|---|---|---|---|---|",
     ]
-    for name, r in ddp.items():
-        rows.append(
-            f"| {name} | {r['ranks']} | {r['images']:,} | {r['wall']:.1f} | {1e3 * r['wall'] / r['images']:.2f} "
-            f"| {1e3 * r['fit_s'] / r['images']:.2f} |"
-        )
-    one, two = ddp.values()
-    ratio = (two["wall"] / two["images"]) / (one["wall"] / one["images"])
-    rows.append(f"\n2 ranks / 1 rank, time per image (wall): **{ratio:.2f}×**")
+    ratios = []
+    for model, pair in ddp.items():
+        for name, r in pair.items():
+            rows.append(
+                f"| {titles.get(model, model)}, {name} | {r['ranks']} | {r['images']:,} | {r['wall']:.1f} "
+                f"| {1e3 * r['wall'] / r['images']:.3f} | {1e3 * r['fit_s'] / r['images']:.3f} |"
+            )
+        one, two = pair.values()
+        wall = (two["wall"] / two["images"]) / (one["wall"] / one["images"])
+        fit = (two["fit_s"] / two["images"]) / (one["fit_s"] / one["images"])
+        ratios.append(f"{titles.get(model, model)} **{wall:.2f}×** wall, **{fit:.2f}×** from the first step")
+    rows.append(f"\n2 ranks / 1 rank, time per image: {'; '.join(ratios)}")
     return rows
 
 
@@ -160,7 +164,7 @@ def render(info: dict, runs: dict, titles: dict, argv: list[str]) -> str:
         *startup_lines(info, runs),
     ]
     if info.get("ddp"):
-        lines += ["", *ddp_lines(info["ddp"])]
+        lines += ["", *ddp_lines(info["ddp"], titles)]
     return "\n".join(lines) + "\n"
 
 

@@ -47,7 +47,7 @@ BATCH = 64
 # training batches per epoch on both sides, so that `make bench` fits in about 15 minutes on 2 cores: whole
 # epochs are 843 (genlab: 54,000 training images after the validation hold-out) and 938 (baseline: 60,000).
 # The MLP WGAN, the headline row, runs whole epochs (about 70 s a pair)
-LIMITS = {"vae": 300, "dcgan": 150, "wgan_gp": 150}
+LIMITS = {"vae": 300, "dcgan": 400, "wgan_gp": 400}
 EPOCH_BATCHES = {"genlab": 54000 // BATCH, "baseline": -(-60000 // BATCH)}
 
 
@@ -180,23 +180,31 @@ def startup(env: dict) -> dict:
     return {"floor": floor, "help": help_time, "help_imports_torch": bool(torch)}
 
 
+DDP_MODELS = ("wgan_mlp", "dcgan")  # a step of 5 ms (MLP WGAN) and one of 30 ms (DCGAN)
+
+
 def ddp(args, env: dict, work: Path) -> dict:
-    """genlab's MLP WGAN on 1 process vs `trainer=ddp_cpu trainer.devices=2`, the same images in total: per image."""
+    """genlab on 1 process vs `trainer=ddp_cpu trainer.devices=2`, the same images in total, per image: for the
+    models of `DDP_MODELS` that run in this benchmark. Returns {model: {"1 rank": run, "2 ranks (ddp_cpu)": run}}."""
     out = {}
-    two = ["trainer=ddp_cpu", "trainer.devices=2"]
-    if "wgan_mlp" in args.limits:  # each rank runs limit_train_batches: half as many, the same images in all
-        two.append(f"trainer.limit_train_batches={args.limits['wgan_mlp'] // 2}")
-    for name, extra in (("1 rank", []), ("2 ranks (ddp_cpu)", two)):
-        timer, run_dir = work / f"ddp-{len(extra)}.json", work / f"ddp-{len(extra)}"
-        rec = run_child(genlab_cmd("wgan_mlp", args, run_dir, timer, extra), env, timer)
-        ranks = 2 if extra else 1  # rank 0's batches; the sampler shards the data, so each rank runs as many
-        images = rec["batches"] * BATCH * ranks
-        rec |= {"ranks": ranks, "images": images, "fit_s": rec["fit_end_time"] - rec["start"] - rec["first_step"]}
-        out[name] = rec
-        print(
-            f"  ddp {name}: {rec['wall']:.1f} s, {images} images, {1e3 * rec['wall'] / images:.2f} ms/image", flush=True
-        )
-        shutil.rmtree(run_dir, ignore_errors=True)
+    for model in (m for m in DDP_MODELS if m in args.models):
+        two = ["trainer=ddp_cpu", "trainer.devices=2"]
+        if model in args.limits:  # each rank runs limit_train_batches: half as many, the same images in all
+            two.append(f"trainer.limit_train_batches={args.limits[model] // 2}")
+        out[model] = {}
+        for name, extra in (("1 rank", []), ("2 ranks (ddp_cpu)", two)):
+            timer, run_dir = work / f"ddp-{model}-{len(extra)}.json", work / f"ddp-{model}-{len(extra)}"
+            rec = run_child(genlab_cmd(model, args, run_dir, timer, extra), env, timer)
+            ranks = 2 if extra else 1  # rank 0's batches; the sampler shards the data, so each rank runs as many
+            images = rec["batches"] * BATCH * ranks
+            rec |= {"ranks": ranks, "images": images, "fit_s": rec["fit_end_time"] - rec["start"] - rec["first_step"]}
+            out[model][name] = rec
+            print(
+                f"  ddp {model} {name}: {rec['wall']:.1f} s, {images} images, "
+                f"{1e3 * rec['wall'] / images:.2f} ms/image, {1e3 * rec['fit_s'] / images:.3f} from the first step",
+                flush=True,
+            )
+            shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
 
