@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from genlab.models.objectives import WassersteinGP, gradient_penalty
+from genlab.utils import local_comm
 from genlab.utils.local_comm import LocalGroup, connect
 from genlab.utils.speed import stepped_player_allreduce
 from tests.conftest import compose_cfg
@@ -40,6 +42,17 @@ DDP = [
 RECORDERS = ["tests.helpers.RecordNoise", "tests.helpers.RecordMetrics"]
 # the end-of-run plots (seconds each, drawn by rank 0 while rank 1 waits): kept in one run of each family
 NO_PLOTS = [f"~callbacks.{name}" for name in ("learning_curves", "latent_tsne", "latent_traversal", "codebook_usage")]
+
+
+def _local_transport() -> str:
+    """What 2 CPU ranks on this machine talk through: shared memory, unless /dev/shm (or the temp dir) lacks room
+    for the segment of `genlab.utils.local_comm` (a small container's): then gloo, as the run's log says."""
+    root = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    room = local_comm._room(root, 2 * 2 * local_comm.SLOT_LIMIT)  # the segment of 2 ranks: 2 sets x 2 slots
+    return "shared memory" if room and hasattr(os, "mkfifo") else "gloo"
+
+
+LOCAL = _local_transport()
 
 
 def record(dirpath: str) -> list[str]:
@@ -119,7 +132,7 @@ def test_gan_under_ddp_and_resumed(tmp_path):
     out = tmp_path / "run"
     genlab_ddp(tmp_path, "model=gan_base", *record(str(out)), "test=false", f"hydra.run.dir={out}")
     check_one_run_dir(tmp_path, out)
-    assert "between the ranks through shared memory" in (out / "train.log").read_text()
+    assert f"between the ranks through {LOCAL}" in (out / "train.log").read_text()
     check_synced(out, n_evaluations=1)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "progress.gif"]
     assert (out / "report.md").is_file() and (out / "curves" / "losses.png").is_file()
@@ -170,7 +183,7 @@ def test_model_trains_under_ddp(tmp_path, model):
     plots = [] if model == "vae" else list(NO_PLOTS)
     if model == "vqvae":  # without a prior it is not scored: no need for the dataset classifier
         plots.append("~callbacks.sample_quality")
-    transport = "gloo" if model == "vqvae" else "shared memory"
+    transport = "gloo" if model == "vqvae" else LOCAL
     env = {"GENLAB_LOCAL_ALLREDUCE": "0" if transport == "gloo" else "1"}
     genlab_ddp(tmp_path, f"model={model}", *record(here), f"paths.log_dir={tmp_path / 'outputs'}", *plots, env=env)
     (out,) = (tmp_path / "outputs" / "train").glob("*/*")

@@ -28,6 +28,8 @@ def _tensors(rank: int) -> dict:
 def _ranks(rank: int, world: int, store: str, out: str, mode: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
+        if mode == "full":  # /dev/shm without room for the segment (a small container's)
+            local_comm._room = lambda directory, nbytes: False
         local = connect(slot_bytes=SLOT)
         result: dict = {"local": local is not None, "made_in": local and local.made_in}
         if mode == "reduce":
@@ -111,6 +113,11 @@ def test_a_rank_that_dies_stops_the_others_with_an_error(tmp_path):
     the connection close) instead of waiting for the 30-minute timeout."""
     (result,) = spawn(tmp_path, 2, mode="die", join=False)
     assert "rank 1 ended while rank 0 waited for it" in result["error"]
+
+
+def test_no_room_in_dev_shm_keeps_gloo_on_every_rank(tmp_path):
+    """Rank 0 finds no room for the segment: every rank gets None (gloo stays), none waits for the others."""
+    assert [r["local"] for r in spawn(tmp_path, 2, mode="full")] == [False, False]
 
 
 def test_opt_out_and_one_process_keep_gloo(tmp_path, monkeypatch):
