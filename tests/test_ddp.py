@@ -158,6 +158,7 @@ def test_sigterm_to_rank_0_stops_every_rank_at_one_batch_with_a_checkpoint_and_r
     cmd += ["test=false", "trainer.max_epochs=2", f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert proc.stderr.count("genlab: interrupted by SIGTERM at step") == 1  # once, though both ranks stopped
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "interrupted" and "resumable checkpoint written" in status["error"]
     stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)

@@ -295,7 +295,8 @@ def run_task(
         _release_job_memory()
     except TrainingInterrupted as err:
         log.error("%s", err)
-        print(f"genlab: {err}", file=sys.stderr)
+        if rank_zero():  # under DDP every rank stops; the terminal they share shows it once
+            print(f"genlab: {err}", file=sys.stderr)
         record_status("interrupted", str(err))
         _failures.append(128 + err.signum)
         sys.exit(128 + err.signum)  # in a sweep too: a preemption stops the whole process
