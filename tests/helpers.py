@@ -27,7 +27,8 @@ class SignalAfter(L.Callback):
             os.kill(os.getpid(), self.signum)
 
     def on_validation_end(self, trainer: L.Trainer, *args) -> None:
-        if self.at_validation and self.seen == self.batches and not trainer.sanity_checking:
+        at = self.at_validation and self.seen == self.batches and not trainer.sanity_checking
+        if at and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signum)
 
 

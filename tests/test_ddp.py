@@ -145,13 +145,15 @@ def test_gan_under_ddp_and_resumed(tmp_path):
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_000.png", "epoch_001.png", "progress.gif"]
 
 
-def test_sigterm_to_rank_0_stops_every_rank_at_one_batch_with_a_checkpoint_and_resumes(tmp_path):
-    """`kill -TERM <rank 0>` mid-epoch under DDP: both ranks stop before the same batch, the checkpoint is written,
-    the job exits 143 with status.json "interrupted" (Lightning's own handling exited 0 without either, or
-    deadlocked when its signal handler's broadcast met another collective); the resume finishes with the ranks'
-    weights equal after every batch."""
+@pytest.mark.parametrize("during", ["training", "validation"])
+def test_sigterm_to_rank_0_stops_every_rank_at_one_batch_with_a_checkpoint_and_resumes(tmp_path, during):
+    """`kill -TERM <rank 0>` under DDP, mid-epoch or during the epoch-end validation: both ranks stop at the same
+    point, the checkpoint is written, the job exits 143 with status.json "interrupted" (Lightning's own handling
+    exited 0 without either, or deadlocked when its signal handler's broadcast met another collective); the
+    resume finishes with the ranks' weights equal after every batch."""
     out = tmp_path / "run"
-    signal_rank_0 = [f"+callbacks.sig.{k}" for k in ("_target_=tests.helpers.SignalAfter", "batches=2", "rank=0")]
+    when = ["batches=2"] if during == "training" else [f"batches={BATCHES}", "at_validation=true"]
+    signal_rank_0 = [f"+callbacks.sig.{k}" for k in ("_target_=tests.helpers.SignalAfter", "rank=0", *when)]
     env = {**os.environ, "GENLAB_DATA_DIR": str(tmp_path / "no_data")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "genlab", *DDP, "model=gan_base", *NO_PLOTS, *record(str(out)), *signal_rank_0]
@@ -162,10 +164,14 @@ def test_sigterm_to_rank_0_stops_every_rank_at_one_batch_with_a_checkpoint_and_r
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "interrupted" and "resumable checkpoint written" in status["error"]
     stopped = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    # rank 0 signalled itself after its 2nd batch; every rank stopped before the 4th (the flag goes round before
-    # each batch; the 3rd's may or may not see it), not at the epoch's end
     draws = [jsonl(out / f"noise_rank{r}.jsonl") for r in (0, 1)]
-    assert [d[:2] for d in draws[0]] == [d[:2] for d in draws[1]] in ([[0, 0], [0, 1]], [[0, 0], [0, 1], [0, 2]])
+    assert [d[:2] for d in draws[0]] == [d[:2] for d in draws[1]]
+    if during == "training":
+        # rank 0 signalled itself after its 2nd batch; every rank stopped before the 4th (the flag goes round
+        # before each batch; the 3rd's may or may not see it), not at the epoch's end
+        assert [d[:2] for d in draws[0]] in ([[0, 0], [0, 1]], [[0, 0], [0, 1], [0, 2]])
+    else:  # at the end of epoch 0, after its validation: no batch of epoch 1
+        assert [d[:2] for d in draws[0]] == [[0, b] for b in range(BATCHES)]
     assert stopped["epoch"] == 0 and stopped["global_step"] > 0
 
     trust = f"trusted_targets=[{','.join(RECORDERS)},tests.helpers.SignalAfter]"

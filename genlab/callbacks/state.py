@@ -114,6 +114,7 @@ class Interruption(L.Callback):
         self.path = Path(dirpath) / filename
         self.signum: int | None = None
         self._ddp_signal = False  # this rank got SIGTERM (under DDP every rank acts on rank 0's)
+        self._ddp = False  # SIGTERM taken over from Lightning for this DDP fit
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -142,14 +143,18 @@ class Interruption(L.Callback):
             self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.signum is not None:
+        if self._ddp:  # a SIGTERM during the epoch's validation: every rank is here, after it
+            self._agree(trainer, pl_module)
+        elif self.signum is not None:
             self._stop(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        self._ddp = False
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
+        self._ddp = False
 
     # -- DDP ----------------------------------------------------------------------------------------------
     def _take_over_ddp_sigterm(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -161,6 +166,7 @@ class Interruption(L.Callback):
         except ValueError:  # not the main thread: leave signals alone
             return
         loop._broadcast_sigterm_tensor = lambda: self._agree(trainer, pl_module)
+        self._ddp = True
         if trainer.is_global_zero:
             log.info("Training started; SIGTERM saves a resumable checkpoint to %s (every rank stops)", self.path)
 
@@ -170,7 +176,8 @@ class Interruption(L.Callback):
         self._ddp_signal = True
 
     def _agree(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Before each training batch, on every rank: rank 0's flag; if it is set, all save and stop here."""
+        """Before each training batch and at each epoch's end, on every rank: rank 0's flag; if it is set, all
+        save and stop here."""
         local = getattr(pl_module, "local_group", None)  # CPU DDP on one machine: shared memory
         flag = torch.tensor([int(self._ddp_signal)], dtype=torch.int32, device="cpu" if local else pl_module.device)
         if local is not None:
