@@ -75,6 +75,8 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
     def _position_seed(self, *position: object) -> int:
         return derive_seed(self.noise_seed, "noise", self.global_rank, *position)
 
+    local_group = None  # CPU DDP on one machine: the ranks' shared-memory LocalGroup (`speed.cpu_ddp_transport`)
+
     def on_fit_start(self) -> None:
         from genlab.utils.speed import cpu_ddp_transport
 

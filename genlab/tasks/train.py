@@ -112,8 +112,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _interrupted_under_ddp(trainer: L.Trainer) -> TrainingInterrupted:
-    """Lightning's own stop on SIGTERM under DDP (where `Interruption` is off, or SIGTERM came during evaluation):
-    a `SystemExit` that would end the job with status 0 and no status.json."""
+    """Lightning's own stop on SIGTERM under DDP (with `callbacks.interruption` off, or a SIGTERM during
+    `trainer.test`): a `SystemExit` that would end the job with status 0 and no status.json."""
     where = f"step {trainer.global_step} (epoch {trainer.current_epoch})"
     return TrainingInterrupted(f"interrupted by SIGTERM at {where}; no checkpoint was written", signal.SIGTERM)
 

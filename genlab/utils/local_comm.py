@@ -41,9 +41,11 @@ class PeerGone(RuntimeError):
 class LocalGroup:
     """Sums and broadcasts tensors over the ranks of one machine (see the module's docstring). Built by `connect`."""
 
-    def __init__(self, rank: int, world: int, segment: torch.Tensor, inbox: dict, outbox: dict, timeout: float):
+    def __init__(
+        self, rank: int, world: int, segment: torch.Tensor, inbox: dict, outbox: dict, timeout: float, made_in: str
+    ) -> None:
         self.rank, self.world, self.timeout = rank, world, timeout
-        self.made_in: str | None = None  # the directory it was made in, removed once every rank had opened it
+        self.made_in = made_in  # the directory it was made in, removed once every rank had opened it
         self.sets = segment.view(2, world, -1)  # uint8: [set, rank, slot bytes]
         self.inbox, self.outbox = inbox, outbox  # peer rank -> fd
         self.calls = 0
@@ -95,11 +97,6 @@ class LocalGroup:
                 raise TimeoutError(f"local all-reduce: rank {peer} did not arrive within {self.timeout:.0f} s")
             if not os.read(fd, 1):
                 raise PeerGone(f"local all-reduce: rank {peer} ended while rank {self.rank} waited for it")
-
-    def close(self) -> None:
-        for fd in (*self.inbox.values(), *self.outbox.values()):
-            os.close(fd)
-        self.inbox, self.outbox = {}, {}
 
 
 def _host() -> tuple:
@@ -193,6 +190,4 @@ def connect(
         log.info("local all-reduce: rank %d: %s; gloo's all-reduce stays", rank, error or "another rank failed")
         return None
     log.debug("local all-reduce: %d ranks, %d MB of shared memory", world, nbytes >> 20)
-    group = LocalGroup(rank, world, segment, inbox, outbox, timeout)
-    group.made_in = directory
-    return group
+    return LocalGroup(rank, world, segment, inbox, outbox, timeout, directory)
