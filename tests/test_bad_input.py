@@ -62,6 +62,10 @@ CONFIG_CASES = {
     "n_critic zero": (["model=wgan", "model.n_critic=0"], "model.n_critic=0 is invalid; expected an integer >= 1"),
     "image_size zero": (["data.image_size=0"], "data.image_size=0 is invalid; expected an integer >= 1"),
     "image_size negative": (["data.image_size=-4"], "data.image_size=-4 is invalid; expected an integer >= 1"),
+    "eval_batch_size zero": (
+        ["data.eval_batch_size=0"],
+        "data.eval_batch_size=0 is invalid; expected an integer >= 1 or null",
+    ),
     "val_fraction 1.5": (
         ["data.val_fraction=1.5"],
         "data.val_fraction=1.5 is invalid; expected a number with 0 <= value < 1",

@@ -33,6 +33,7 @@ from genlab.errors import ConfigError, DatasetNotFoundError
 from tests import data_fixtures as fx
 
 BATCH = 8
+BATCHES = {"batch_size": BATCH, "eval_batch_size": BATCH}  # evaluation batches too (genlab's default: 4x)
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 CLASSES = {"cat": 8, "dog": 10, "owl": 6}  # image folder: 24 images, 3 classes
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
@@ -55,27 +56,25 @@ def build(name: str, root: Path, write: bool = True, **kwargs) -> tuple[GenDataM
     """(datamodule for `name` over fake data under `root`, what the writer returned); `kwargs` override."""
     root = Path(root)
     if name == "digits":
-        return DigitsDataModule(**{"image_size": 8, "channels": 1, "batch_size": BATCH, **kwargs}), None
+        return DigitsDataModule(**{"image_size": 8, "channels": 1, **BATCHES, **kwargs}), None
     if name in ("mnist", "fashion_mnist", "cifar10"):
         if name == "cifar10":
             source, size, channels = fx.write_cifar10(root) if write else None, 32, 3
         else:
             source, size, channels = fx.write_mnist(root, FOLDERS[name]) if write else None, 28, 1
         defaults = {"dataset": name, "root": str(root), "download": False, "image_size": size, "channels": channels}
-        return TorchvisionDataModule(**{**defaults, "batch_size": BATCH, **kwargs}), source
+        return TorchvisionDataModule(**{**defaults, **BATCHES, **kwargs}), source
     if name == "celeba":
         source = fx.write_celeba(root) if write else None
-        return CelebADataModule(
-            **{"root": str(root), "image_size": 32, "channels": 3, "batch_size": BATCH, **kwargs}
-        ), source
+        return CelebADataModule(**{"root": str(root), "image_size": 32, "channels": 3, **BATCHES, **kwargs}), source
     if name == "image_folder":
         source = fx.write_image_folder(root / "images", CLASSES) if write else None
-        defaults = {"root": str(root / "images"), "image_size": 16, "channels": 3, "batch_size": BATCH}
+        defaults = {"root": str(root / "images"), "image_size": 16, "channels": 3, **BATCHES}
         return ImageFolderDataModule(**{**defaults, **kwargs}), source
     if name == "dsprites":
         path = root / "dsprites" / DSPRITES_FILE
         source = fx.write_dsprites(path) if write else None
-        defaults = {"path": str(path), "download": False, "image_size": 64, "channels": 1, "batch_size": BATCH}
+        defaults = {"path": str(path), "download": False, "image_size": 64, "channels": 1, **BATCHES}
         return DSpritesDataModule(**{**defaults, **kwargs}), source
     raise AssertionError(name)
 

@@ -69,7 +69,7 @@ def test_evaluation_logs_equal_lightnings_own_epoch_values(tmp_path):
     logger = CSVLogger(tmp_path, name="", version="")
     trainer = make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, num_sanity_val_steps=0)
     trainer.loggers = [logger]
-    data = DigitsDataModule(image_size=8, channels=1, batch_size=48)  # the last validation batch is smaller
+    data = DigitsDataModule(image_size=8, channels=1, batch_size=48, eval_batch_size=48)  # the last one is smaller
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data)
     logger.finalize("success")
@@ -81,6 +81,43 @@ def test_evaluation_logs_equal_lightnings_own_epoch_values(tmp_path):
                 assert float(value) == pytest.approx(float(row["ref/" + key]), rel=1e-6), (key, row["step"])
                 compared[key] = compared.get(key, 0) + 1
     assert compared == {"val/d_loss": 2, "val/g_loss": 2, "test/d_loss": 1, "test/g_loss": 1}
+
+
+def test_evaluation_batches_are_four_training_batches_unless_set():
+    data = DigitsDataModule(image_size=8, channels=1, batch_size=16)
+    data.setup("fit")
+    data.setup("test")
+    assert data.train_dataloader().batch_size == 16
+    assert data.val_dataloader().batch_size == data.test_dataloader().batch_size == 64
+    assert DigitsDataModule(image_size=8, channels=1, batch_size=16, eval_batch_size=5).eval_batch_size == 5
+
+
+def test_evaluation_values_do_not_depend_on_the_evaluation_batch(tmp_path):
+    """Eval-mode nets (BatchNorm on its running statistics) score each image on its own: the epoch values of a
+    deterministic model are the same whatever the evaluation batch."""
+    from functools import partial
+
+    from genlab.models import Autoencoder
+    from genlab.nets import MLPDecoder, MLPEncoder
+
+    torch.manual_seed(0)
+    model = Autoencoder(
+        MLPEncoder(1, 8, [32], out_dim=4),
+        MLPDecoder(4, 1, 8, [32], batch_norm=True),
+        partial(torch.optim.Adam),
+        latent_dim=4,
+    )
+    decoder_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    decoder_bn.running_mean.uniform_(-1, 1)  # not the identity, so that a batch's own statistics would differ
+    values = []
+    for eval_batch_size in (None, 7):
+        data = DigitsDataModule(image_size=8, channels=1, batch_size=16, eval_batch_size=eval_batch_size)
+        trainer = make_trainer(tmp_path)
+        values.append(trainer.validate(model, datamodule=data, verbose=False)[0])
+        assert trainer.num_val_batches[0] == (3 if eval_batch_size is None else 21)
+    assert values[0].keys() == values[1].keys() and values[0]
+    for key in values[0]:
+        assert values[0][key] == pytest.approx(values[1][key], rel=1e-5), key
 
 
 def test_train_log_means_per_key_and_resume_state():

@@ -111,6 +111,7 @@ class GenDataModule(L.LightningDataModule, ABC):
         channels: int,
         num_classes: int = 0,
         batch_size: int = 64,
+        eval_batch_size: int | None = None,
         num_workers: int = 0,
         val_fraction: float = 0.1,
         subset: int | None = None,
@@ -132,6 +133,10 @@ class GenDataModule(L.LightningDataModule, ABC):
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.class_names = list(class_names) if class_names else None
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        # validation and test keep no activations for a backward pass: 4x the training batch fits where training
+        # does, and the per-batch overhead is paid a quarter as often. Eval-mode nets give the same values at any
+        # batch size (BatchNorm uses its running statistics); only the random draws (noise, samples) differ
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else 4 * batch_size
         # hflip's coin flips: their own stream, advanced once per training batch fetched and saved with the
         # checkpoint (state_dict), so they follow the loader's position and resume exactly
         self.flips = torch.Generator().manual_seed(self.shuffle_seed % 2**63)
@@ -271,7 +276,7 @@ class GenDataModule(L.LightningDataModule, ABC):
         sampler = EpochShuffle(len(dataset), seed=self.shuffle_seed) if train else None
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
-            batch_size=min(self.batch_size, len(dataset)) if train else self.batch_size,
+            batch_size=min(self.batch_size, len(dataset)) if train else self.eval_batch_size,
             sampler=sampler,
             drop_last=train and len(dataset) >= self.batch_size,  # BatchNorm needs B > 1
             num_workers=self.num_workers,

@@ -36,6 +36,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "latent_dim": _int(1),
     "image_size": _int(1),
     "batch_size": _int(1),
+    "eval_batch_size": ((lambda v: v is None or (_is_int(v) and v >= 1)), "an integer >= 1 or null"),
     "n_critic": _int(1),
     "num_workers": _int(0),
     "max_skips": _int(0),
