@@ -73,9 +73,10 @@ class Checkpoint(ModelCheckpoint):
 
 class LastCheckpoint(ModelCheckpoint):
     """`last.ckpt`, the state a run resumes from: written at an epoch end when `min_interval_s` seconds have
-    passed since the last write (and at the first epoch end), always at the end of the fit (before the test
-    evaluation), and on SIGTERM/SIGINT (`genlab.callbacks.Interruption`). Writing it after every epoch cost
-    12% of the demo's wall time (250 epochs of 11 batches); docs/benchmarks.md. `min_interval_s: 0`: every
+    passed since the last write or, before the first, since training started; always at the end of the fit
+    (before the test evaluation), and on SIGTERM/SIGINT (`genlab.callbacks.Interruption`). Writing it after
+    every epoch cost 12% of the demo's wall time (250 epochs of 11 batches); docs/benchmarks.md. A run killed
+    outright (SIGKILL, out of memory) loses at most `min_interval_s` of training. `min_interval_s: 0`: every
     epoch (`every_n_epochs`)."""
 
     def __init__(self, *args, min_interval_s: float = 60.0, **kwargs) -> None:
@@ -86,6 +87,10 @@ class LastCheckpoint(ModelCheckpoint):
             raise ConfigError(f"callbacks.last_checkpoint.min_interval_s={min_interval_s} is invalid; expected >= 0")
         self.min_interval_s = min_interval_s
         self._saved_at: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._saved_at = time.monotonic()  # the cadence counts from the start of training
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
         due = self._saved_at is None or time.monotonic() - self._saved_at >= self.min_interval_s
