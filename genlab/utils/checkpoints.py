@@ -35,7 +35,7 @@ def digest(checkpoint: dict) -> str:
     h = hashlib.blake2b(digest_size=16)
     for key, t in tensors({"state_dict": checkpoint.get("state_dict"), "opt": checkpoint.get("optimizer_states")}):
         h.update(key.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # its buffer, not a copy
     return h.hexdigest()
 
 
