@@ -3,6 +3,8 @@ in each part of a run (the first category whose marker appears in a stack takes 
 
     py-spy record -r 100 -f raw -o run.txt -- python -m genlab model=wgan_mlp data=mnist ...
     python -m benchmarks.where_time_goes run.txt [before.txt]     # one column per profile
+    python -m benchmarks.where_time_goes --batches run.txt         # inside training batches: the functions
+                                                                   # whose own code the samples are in
 """
 
 import collections
@@ -37,9 +39,29 @@ def shares(path: str) -> tuple[dict[str, float], int]:
     return {name: 100 * counts[name] / total for name, _ in [*CATEGORIES, ("other", [])]}, total
 
 
+def leaves(path: str, top: int = 20) -> tuple[list[tuple[str, float]], int]:
+    """The `top` innermost frames of the samples taken inside the training loop's batches, as shares of them
+    (py-spy's `--nonblocking` keeps its sampling from slowing these small steps)."""
+    counts, total = collections.Counter(), 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip().rpartition(" ")
+            if not n.isdigit() or "run_training_batch" not in stack and "_TrainingEpochLoop" not in stack:
+                continue
+            total += int(n)
+            counts[stack.split(";")[-1]] += int(n)
+    return [(frame, 100 * n / total) for frame, n in counts.most_common(top)], total
+
+
 def main() -> None:
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "--batches":
+        for path in sys.argv[2:]:
+            frames, total = leaves(path)
+            print(f"| innermost frame, inside training batches ({total} samples of {path}) | share |\n|---|---|")
+            print("\n".join(f"| `{frame}` | {share:.1f}% |" for frame, share in frames))
+        return
     columns = [shares(p) for p in sys.argv[1:]]
     print("| part of the run | " + " | ".join(sys.argv[1:]) + " |")
     print("|---" * (len(columns) + 1) + "|")

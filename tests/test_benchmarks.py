@@ -124,3 +124,22 @@ def test_memory_probe_reports_highs_with_their_stack_and_the_exit(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("[memory]")]
     assert any("genlab/" in line for line in lines[:-1]), lines  # a high inside genlab, with its frames
     assert lines[-1].startswith("[memory] at exit: {'VmHWM'") and (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_where_time_goes_splits_a_profile_and_lists_the_frames_inside_training_batches(tmp_path):
+    from benchmarks.where_time_goes import leaves, shares
+
+    batch = "main;fit;_TrainingEpochLoop.advance;run_training_batch"
+    raw = tmp_path / "run.txt"
+    raw.write_text(
+        f"main;_find_and_load;x 30\n{batch};manual_backward;_engine_run_backward (graph.py:1) 50\n"
+        f"{batch};discriminator_loss;Linear.forward (linear.py:1) 15\nmain;fit;save_checkpoint;w 5\n"
+    )
+    parts, total = shares(str(raw))
+    assert total == 100 and parts["start-up: imports"] == 30 and parts["train: backward"] == 50
+    frames, inside = leaves(str(raw))
+    assert inside == 65
+    assert frames == [
+        ("_engine_run_backward (graph.py:1)", 100 * 50 / 65),
+        ("Linear.forward (linear.py:1)", 100 * 15 / 65),
+    ]
