@@ -86,14 +86,14 @@ class LastCheckpoint(ModelCheckpoint):
 
             raise ConfigError(f"callbacks.last_checkpoint.min_interval_s={min_interval_s} is invalid; expected >= 0")
         self.min_interval_s = min_interval_s
-        self._saved_at: float | None = None
+        self._saved_at = -math.inf  # set when training starts: the cadence counts from there
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        self._saved_at = time.monotonic()  # the cadence counts from the start of training
+        self._saved_at = time.monotonic()
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
-        due = self._saved_at is None or time.monotonic() - self._saved_at >= self.min_interval_s
+        due = time.monotonic() - self._saved_at >= self.min_interval_s
         if due or last_epoch_of_fit(trainer):
             super()._save_topk_checkpoint(trainer, monitor_candidates)
 
