@@ -86,6 +86,37 @@ def cost_table(runs: dict, titles: dict, epochs: int) -> list[str]:
     return rows
 
 
+TARGETS = {"wgan_mlp": 2.0, "dcgan": 1.5, "wgan_gp": 1.5}
+
+
+def ceiling_table(runs: dict, info: dict, titles: dict) -> list[str]:
+    """What a run on Lightning could reach at best in these windows: its import (the floor of the start-up
+    table) and then genlab's steps at the faster of their bare time and their time inside genlab's runs, with
+    nothing else; then with genlab's per-epoch evaluation (validation and sample quality) added."""
+    if not info.get("bare_ms"):
+        return []
+    floor = info["startup"]["floor"]
+    rows = [
+        "| model | bare step ms | genlab ms per batch (in the run) | baseline ms per batch | **ceiling**: import floor "
+        "+ steps | ceiling + genlab's validation and sample quality | measured | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, bare in info["bare_ms"].items():
+        pairs = runs[model]
+        gs, bs = [p["genlab"] for p in pairs], [p["baseline"] for p in pairs]
+        batches, base_rate = gs[0]["batches"], med(rate(r) for r in bs)
+        in_run = med(1e3 * r["batch_seconds"] / r["batches"] for r in gs)
+        ideal = floor + batches * min(bare, in_run) / 1e3  # the faster of the two: genlab's own time is possible too
+        evaluated = ideal + med(r["validation_seconds"] for r in gs)
+        rows.append(
+            f"| {titles[model]} | {bare:.2f} | {in_run:.2f} "
+            f"| {med(1e3 * r['batch_seconds'] / r['batches'] for r in bs):.2f} "
+            f"| **{batches / ideal / base_rate:.2f}×** | {batches / evaluated / base_rate:.2f}× "
+            f"| {med(rate(r) for r in gs) / base_rate:.2f}× | {TARGETS[model]:.1f}× |"
+        )
+    return rows
+
+
 def startup_lines(info: dict, runs: dict) -> list[str]:
     s = info["startup"]
     first = med(p["genlab"]["first_step"] for pairs in runs.values() for p in pairs)
@@ -163,6 +194,20 @@ def render(info: dict, runs: dict, titles: dict, argv: list[str]) -> str:
         "",
         *startup_lines(info, runs),
     ]
+    ceiling = ceiling_table(runs, info, titles)
+    if ceiling:
+        lines += [
+            "",
+            "The ceiling of each target in these windows: a run on Lightning that cost nothing but the import above "
+            "(its floor) and then the training steps of genlab's nets with its default levers at the faster of two "
+            "times: the bare step, timed alone in this benchmark (`python -m benchmarks.levers --defaults`: no "
+            "Lightning, data, logging or evaluation; the median over the alternations), and genlab's own time per "
+            "batch in its runs above. As a throughput ratio to the baseline's median; then with the "
+            "validation and sample quality of genlab's runs (their median seconds) added. A target above the "
+            "ceiling cannot be met in these windows on this machine by any framework built on Lightning:",
+            "",
+            *ceiling,
+        ]
     if info.get("ddp"):
         lines += ["", *ddp_lines(info["ddp"], titles)]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """The speed levers of issue [7 of 10], each measured alone on a training step with genlab's nets (no Lightning,
 no data loading: the step itself), so that what each gives is visible without the rest of a run around it.
 
-    python -m benchmarks.levers [--batches 200] [--models mlp_wgan dcgan dcgan_default]
+    python -m benchmarks.levers [--batches 200] [--models mlp_wgan dcgan dcgan_default wgan_gp]
+    python -m benchmarks.levers --defaults [--json out.json]   # genlab's default variant of each row of make bench
 
 MLP WGAN (batch 64, n_critic 5, RMSprop, clipping): two D forwards vs one on real and fake concatenated (its
 critic has no BatchNorm), loop vs foreach optimiser and clipping, fp32 vs bf16 autocast, eager vs torch.compile.
@@ -9,17 +10,26 @@ DCGAN 28 px (batch 64, Adam): contiguous vs channels-last, fp32 vs bf16 autocast
 the D step's batch reused (as the reference DCGAN scripts do), channels-last with one memory order through the
 backward (genlab's nets since session 16) vs the plain-order map at G's projection and D's flatten (before), fused
 vs foreach Adam. The default `model=dcgan` recipe's nets (width 24, no norm in D, batch 128): the same two changes.
+WGAN-GP (`model=wgan_gp_paper`: DCGAN nets of width 64, layer norm in the critic, n_critic 5, Adam 1e-4 (0, 0.9),
+genlab's `gradient_penalty`): channels-last with bf16 autocast, the critic's forward on real and fake joint or not.
+`--defaults` times only genlab's default variant of each model of `make bench` (bf16 where the CPU computes it
+natively, as `trainer.precision=auto` decides): the bare step that `benchmarks.train_speed` puts under its
+ceiling on each row.
 Prints ms per batch (median of 3 timed windows after a warm-up) and the ratio to the first variant.
 """
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from genlab.models.objectives import gradient_penalty
 from genlab.nets import ConvDecoder, ConvEncoder, DiscriminatorHeads, MLPDecoder, MLPEncoder
+from genlab.utils.speed import native_bf16
 
 BATCH = 64
 
@@ -111,6 +121,41 @@ def dcgan(variant: set[str], width: int = 64, d_norm: str = "batch", batch: int 
     return step
 
 
+def wgan_gp(variant: set[str]):
+    """`model=wgan_gp_paper`'s step: 5 critic steps (interpolates' gradient penalty, weight 10) per G step."""
+    torch.manual_seed(0)
+    g = ConvDecoder(1, 28, latent_dim=100, width=64)
+    d = DiscriminatorHeads(ConvEncoder(1, 28, width=64, norm="layer"))
+    fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
+    g, d = g.to(memory_format=fmt), d.to(memory_format=fmt)
+    og = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.0, 0.9), fused=True)
+    od = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.0, 0.9), fused=True)
+    x = (torch.rand(BATCH, 1, 28, 28) * 2 - 1).contiguous(memory_format=fmt)
+    bf16, joint = "bf16" in variant, "joint" in variant
+
+    def step(i: int) -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                fake = g(torch.randn(BATCH, 100))
+            if joint:
+                out = d(torch.cat([x, fake]))[0].float()
+                real_out, fake_out = out[:BATCH], out[BATCH:]
+            else:
+                real_out, fake_out = d(x)[0].float(), d(fake)[0].float()
+            loss = fake_out.mean() - real_out.mean() + 10.0 * gradient_penalty(lambda v: d(v)[0].float(), x, fake)
+        od.zero_grad(set_to_none=True)
+        loss.backward()
+        od.step()
+        if i % 5 == 4:
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                g_loss = -d(g(torch.randn(BATCH, 100)))[0].float().mean()
+            og.zero_grad(set_to_none=True)
+            g_loss.backward()
+            og.step()
+
+    return step
+
+
 VARIANTS = {
     "mlp_wgan": [
         ("plain: two D forwards, loop optimiser and clipping", set()),
@@ -142,6 +187,16 @@ VARIANTS = {
         ),
         ("channels-last + bf16, foreach Adam (before session 16)", {"channels_last", "bf16", "foreach_adam"}),
     ],
+    "wgan_gp": [
+        ("channels-last + bf16, the critic on real and fake joint (genlab's default)", {"channels_last", "bf16", "joint"}),
+        ("channels-last + bf16, two critic forwards", {"channels_last", "bf16"}),
+    ],
+}
+# genlab's default variant of each model that `make bench` trains (bf16 only where the CPU has it natively)
+DEFAULTS = {
+    "mlp_wgan": {"joint", "foreach", "bf16"},
+    "dcgan": {"channels_last", "bf16"},
+    "wgan_gp": {"channels_last", "bf16", "joint"},
 }
 
 
@@ -151,7 +206,21 @@ def dcgan_default(variant: set[str]):
     return dcgan(variant, width=24, d_norm="none", batch=128)
 
 
-BUILD = {"mlp_wgan": mlp_wgan, "dcgan": dcgan, "dcgan_default": dcgan_default}
+BUILD = {"mlp_wgan": mlp_wgan, "dcgan": dcgan, "dcgan_default": dcgan_default, "wgan_gp": wgan_gp}
+
+
+def batches_for(model: str, batches: int) -> int:
+    """`batches` for the MLP step (a few ms), a tenth (at least 10) for the conv nets' (tens of ms)."""
+    return batches if model == "mlp_wgan" else max(10, batches // 10)
+
+
+def defaults(batches: int) -> dict[str, float]:
+    """{model: ms per batch} of genlab's default variant of each model of `DEFAULTS` on this machine."""
+    bf16 = native_bf16("cpu")
+    return {
+        model: measure(BUILD[model](variant if bf16 else variant - {"bf16"}), batches_for(model, batches))[1]
+        for model, variant in DEFAULTS.items()
+    }
 
 
 def measure(step, batches: int) -> tuple[float, float]:
@@ -194,7 +263,15 @@ def main() -> None:
         metavar="N",
         help="instead of timing: torch.profiler's operators of variant N (0: the first) of each model, 20 steps",
     )
+    parser.add_argument("--defaults", action="store_true", help="only genlab's default variant of each bench model")
+    parser.add_argument("--json", type=Path, help="with --defaults: also write {model: ms per batch} here")
     args = parser.parse_args()
+    if args.defaults:
+        times = defaults(args.batches)
+        print(", ".join(f"{model} {ms:.2f} ms" for model, ms in times.items()))
+        if args.json:
+            args.json.write_text(json.dumps(times))
+        return
     if args.profile is not None:
         for model in args.models:
             name, variant = VARIANTS[model][args.profile]
@@ -205,8 +282,7 @@ def main() -> None:
     for model in args.models:
         plain = None
         for name, variant in VARIANTS[model]:
-            batches = args.batches if model == "mlp_wgan" else max(10, args.batches // 10)
-            first, ms = measure(BUILD[model](variant), batches)
+            first, ms = measure(BUILD[model](variant), batches_for(model, args.batches))
             plain = plain or ms
             print(f"| {model} | {name} | {ms:.2f} | {plain / ms:.2f}x | {first:.2f} |", flush=True)
 

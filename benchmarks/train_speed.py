@@ -181,6 +181,19 @@ def startup(env: dict) -> dict:
     return {"floor": floor, "help": help_time, "help_imports_torch": bool(torch)}
 
 
+# `benchmarks.levers --defaults` names the models of this benchmark with a throughput target thus
+LEVERS_NAME = {"wgan_mlp": "mlp_wgan", "dcgan": "dcgan", "wgan_gp": "wgan_gp"}
+
+
+def bare_steps(models: list[str], env: dict, out: Path) -> dict[str, float]:
+    """{model: ms per batch} of genlab's nets stepping with its default levers and nothing else (no Lightning,
+    data, logging or evaluation: `python -m benchmarks.levers --defaults`), for the ceiling of each row."""
+    cmd = [sys.executable, "-m", "benchmarks.levers", "--defaults", "--batches", "200", "--json", str(out)]
+    run_child(cmd, env)
+    times = json.loads(out.read_text())
+    return {model: times[LEVERS_NAME[model]] for model in models if model in LEVERS_NAME}
+
+
 DDP_MODELS = ("wgan_mlp", "dcgan")  # a step of 5 ms (MLP WGAN) and one of 30 ms (DCGAN)
 
 
@@ -283,9 +296,12 @@ def main() -> None:
     prep = run_child(genlab_cmd(args.models[0], args, work / "prep", work / "prep.json", _prep()), env)
     print(f"cache warm-up run: {prep['wall']:.1f} s (not timed)", flush=True)
     runs = {model: [] for model in args.models}
+    bare = []
     for r in range(args.repeats):
         for model in args.models:
             runs[model].append(one_pair(model, args, env, work, r))
+        bare.append(bare_steps(args.models, env, work / f"bare-{r}.json"))
+    info["bare_ms"] = {model: statistics.median(b[model] for b in bare) for model in bare[0]}
     info["startup"] = startup(env)
     info["ddp"] = None if args.no_ddp else ddp(args, env, work, runs)
     info["total_s"], info["load_end"] = time.time() - start, os.getloadavg()[0]
