@@ -188,7 +188,10 @@ VARIANTS = {
         ("channels-last + bf16, foreach Adam (before session 16)", {"channels_last", "bf16", "foreach_adam"}),
     ],
     "wgan_gp": [
-        ("channels-last + bf16, the critic on real and fake joint (genlab's default)", {"channels_last", "bf16", "joint"}),
+        (
+            "channels-last + bf16, the critic on real and fake joint (genlab's default)",
+            {"channels_last", "bf16", "joint"},
+        ),
         ("channels-last + bf16, two critic forwards", {"channels_last", "bf16"}),
     ],
 }
