@@ -269,6 +269,10 @@ def main() -> None:
     parser.add_argument("--defaults", action="store_true", help="only genlab's default variant of each bench model")
     parser.add_argument("--json", type=Path, help="with --defaults: also write {model: ms per batch} here")
     args = parser.parse_args()
+    if args.json and not args.defaults:
+        parser.error(f"--json {args.json} needs --defaults (the other modes print a table only)")
+    if args.json and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: the folder {args.json.parent} does not exist; expected an existing folder")
     if args.defaults:
         times = defaults(args.batches)
         print(", ".join(f"{model} {ms:.2f} ms" for model, ms in times.items()))

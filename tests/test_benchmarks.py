@@ -194,3 +194,19 @@ def test_levers_wgan_gp_step_trains_both_players_and_defaults_follow_native_bf16
         monkeypatch.setitem(levers.BUILD, model, lambda variant, m=model: seen.append((m, variant)))
     assert levers.defaults(200) == {"mlp_wgan": 200.0, "dcgan": 20.0, "wgan_gp": 20.0}
     assert seen and all("bf16" not in variant for _, variant in seen)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--json", "t.json"], "needs --defaults"), (["--defaults", "--json", "no_dir/t.json"], "does not exist")],
+)
+def test_levers_refuses_a_json_path_it_cannot_use(tmp_path, args, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.levers", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and message in proc.stderr
