@@ -6,7 +6,7 @@ Feature tensors are `[N, D]` floats; probabilities are `[N, K]` rows summing to 
 import torch
 from torch import Tensor, nn
 from torchmetrics.image import FrechetInceptionDistance
-from torchmetrics.image.kid import poly_mmd
+from torchmetrics.image.kid import poly_kernel, poly_mmd
 
 from genlab.utils.speed import release_free_memory
 
@@ -41,17 +41,37 @@ def kid(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100,
     `KernelInceptionDistance.compute`, one subset at a time (the same draws from the global RNG, in the same
     order, and its `poly_mmd`), with the heap's free pages handed back between subsets. Each subset makes three
     float64 kernels of `subset_size`^2 (8 MB each at 1,000); in a run, glibc kept them and RSS grew about 15 MB
-    per subset (docs/benchmarks.md)."""
+    per subset (docs/benchmarks.md).
+
+    When every fake image is in every subset (`len(fake) <= subset_size`, as in the per-epoch evaluation of
+    1,000 samples), a subset's fake draw is a permutation of them all: the fake-fake kernel's sum and each real
+    image's kernel sum over the fakes are then the same in every subset and are computed once, so a subset
+    makes one kernel instead of three (the same value up to float64 summation order)."""
     size = min(subset_size, len(real), len(fake))
     real, fake = real.double(), fake.double()
+    every_fake = size == len(fake)
+    if every_fake:
+        fake_fake = poly_kernel(fake, fake)
+        fake_sum = fake_fake.sum() - fake_fake.diagonal().sum()
+        del fake_fake
+        real_fake_sums = torch.cat([poly_kernel(chunk, fake).sum(1) for chunk in real.split(1000)])
     scores = []
     with torch.random.fork_rng():  # KID draws its subsets from the global RNG
         torch.manual_seed(seed)
         for _ in range(subsets):
-            f_real = real[torch.randperm(len(real))[:size]]
-            f_fake = fake[torch.randperm(len(fake))[:size]]
-            scores.append(poly_mmd(f_real, f_fake))
-            del f_real, f_fake
+            real_idx = torch.randperm(len(real))[:size]
+            fake_idx = torch.randperm(len(fake))[:size]  # drawn in every case: the real draws stay torchmetrics'
+            if every_fake:
+                subset = real[real_idx]
+                real_real = poly_kernel(subset, subset)  # one tensor on both sides: BLAS's symmetric product
+                real_sum = real_real.sum() - real_real.diagonal().sum()
+                del real_real
+                score = (real_sum + fake_sum) / (size * (size - 1)) - 2 * real_fake_sums[real_idx].sum() / size**2
+                scores.append(score)
+            else:
+                f_real, f_fake = real[real_idx], fake[fake_idx]
+                scores.append(poly_mmd(f_real, f_fake))
+                del f_real, f_fake
             release_free_memory()
     return float(torch.stack(scores).mean())
 
