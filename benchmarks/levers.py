@@ -34,6 +34,15 @@ from genlab.utils.speed import native_bf16
 BATCH = 64
 
 
+def wasserstein_g_step(g: nn.Module, d: nn.Module, opt: torch.optim.Optimizer, bf16: bool) -> None:
+    """G's step of a WGAN (after every 5th critic step): minimise -D(G(z)) on fresh noise."""
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        g_loss = -d(g(torch.randn(BATCH, 100)))[0].float().mean()
+    opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt.step()
+
+
 def mlp_wgan(variant: set[str]):
     torch.manual_seed(0)
     g = MLPDecoder(100, 1, 28, hidden_dims=[128, 256, 512, 1024], activation="leaky_relu", batch_norm=True)
@@ -69,11 +78,7 @@ def mlp_wgan(variant: set[str]):
                 for p in params:
                     p.clamp_(-0.01, 0.01)
         if i % 5 == 4:
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                g_loss = -d(g(torch.randn(BATCH, 100)))[0].float().mean()
-            og.zero_grad(set_to_none=True)
-            g_loss.backward()
-            og.step()
+            wasserstein_g_step(g, d, og, bf16)
 
     return step
 
@@ -147,11 +152,7 @@ def wgan_gp(variant: set[str]):
         loss.backward()
         od.step()
         if i % 5 == 4:
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                g_loss = -d(g(torch.randn(BATCH, 100)))[0].float().mean()
-            og.zero_grad(set_to_none=True)
-            g_loss.backward()
-            og.step()
+            wasserstein_g_step(g, d, og, bf16)
 
     return step
 

@@ -46,40 +46,40 @@ def test_fid_and_kid_vanish_on_one_set_and_grow_with_a_shift():
     assert 0 < stats.kid(real, near, subset_size=100) < stats.kid(real, far, subset_size=100)
 
 
-def test_kid_is_torchmetrics_kid_computed_one_subset_at_a_time():
+def torchmetrics_kid(real, fake, subsets: int, subset_size: int, seed: int) -> float:
+    """torchmetrics' own KernelInceptionDistance of the features `real` and `fake` `[N, D]`, its subsets drawn
+    after `torch.manual_seed(seed)`."""
     from torchmetrics.image import KernelInceptionDistance
 
-    real, fake = gaussian_features(600, 16, 0), gaussian_features(500, 16, 10, shift=0.3)
     with pytest.warns(UserWarning):  # "will save all extracted features"
-        metric = KernelInceptionDistance(feature=stats._Features(16), subsets=7, subset_size=200)
+        metric = KernelInceptionDistance(
+            feature=stats._Features(real.shape[1]), subsets=subsets, subset_size=subset_size
+        )
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng():
-        torch.manual_seed(3)
-        expected, _ = metric.compute()
-    assert stats.kid(real, fake, subset_size=200, subsets=7, seed=3) == float(expected)
-    assert stats.kid(real, fake, subset_size=200, subsets=7, seed=4) != float(expected)
+        torch.manual_seed(seed)
+        return float(metric.compute()[0])
+
+
+def test_kid_is_torchmetrics_kid_computed_one_subset_at_a_time():
+    real, fake = gaussian_features(600, 16, 0), gaussian_features(500, 16, 10, shift=0.3)
+    expected = torchmetrics_kid(real, fake, subsets=7, subset_size=200, seed=3)
+    assert stats.kid(real, fake, subset_size=200, subsets=7, seed=3) == expected
+    assert stats.kid(real, fake, subset_size=200, subsets=7, seed=4) != expected
 
 
 def test_kid_with_every_fake_in_every_subset_is_torchmetrics_kid_with_one_kernel_per_subset(monkeypatch):
     """500 fakes and subsets of 500: the fake-fake kernel and the real-fake sums are computed once; the value is
     torchmetrics' up to float64 summation order, and a subset makes one kernel (the general path makes three)."""
-    from torchmetrics.image import KernelInceptionDistance
-
     real, fake = gaussian_features(2500, 16, 0), gaussian_features(500, 16, 10, shift=0.3)
-    with pytest.warns(UserWarning):  # "will save all extracted features"
-        metric = KernelInceptionDistance(feature=stats._Features(16), subsets=6, subset_size=500)
-    metric.update(real.double(), real=True)
-    metric.update(fake.double(), real=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        expected, _ = metric.compute()
+    expected = torchmetrics_kid(real, fake, subsets=6, subset_size=500, seed=3)
     calls = []
     kernel = stats.poly_kernel
     monkeypatch.setattr(stats, "poly_kernel", lambda a, b: calls.append(len(a)) or kernel(a, b))
     value = stats.kid(real, fake, subset_size=500, subsets=6, seed=3)
     assert calls == [500, 1000, 1000, 500] + [500] * 6  # fakes, the real-fake sums in chunks, a kernel per subset
-    assert value == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+    assert value == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert value != pytest.approx(stats.kid(real, fake, subset_size=500, subsets=6, seed=4), rel=1e-9)
 
 
