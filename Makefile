@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.genlab-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench bench-quick lint clean
+.PHONY: help install demo test test-all bench bench-quick bench-epochs lint clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-11s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-all: install ## the full suite, slow real-data checks included (GENLAB_DATA
 bench: install ## data path + training speed against plain-PyTorch scripts on MNIST (GENLAB_DATA_DIR, ~15 min): docs/benchmarks.md
 	$(PY) -m benchmarks.data_path
 	$(PY) -m benchmarks.train_speed $(BENCH_ARGS)
+
+bench-epochs: install ## the DCGAN and the WGAN-GP over two whole epochs against their baselines (~25 min on 2 cores)
+	$(PY) -m benchmarks.train_speed --models dcgan wgan_gp --limit-batches --section epochs $(BENCH_ARGS)
 
 bench-quick: install ## one alternation of the training benchmark, printed only (no DDP pair, docs untouched)
 	$(PY) -m benchmarks.train_speed --repeats 1 --no-ddp --no-doc $(BENCH_ARGS)

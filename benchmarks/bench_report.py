@@ -6,6 +6,9 @@ from pathlib import Path
 DOC = "docs/benchmarks.md"
 BATCH = 64
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+# `make bench-epochs`' own part of the page, after make bench's: its tables replace only what is between these
+EPOCHS_BEGIN, EPOCHS_END = "<!-- bench-epochs:begin -->", "<!-- bench-epochs:end -->"
+EPOCHS_HEAD = "### Whole epochs: `make bench-epochs`"
 TEMPLATE = f"""# Benchmarks
 
 `make bench` (about 15 minutes on 2 cores) trains the same nets with genlab and with plain-PyTorch baselines
@@ -213,9 +216,16 @@ def render(info: dict, runs: dict, titles: dict, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, text: str) -> None:
+def write_doc(path: Path, text: str, epochs: bool = False) -> None:
+    """Replaces what is between make bench's markers (`epochs`: make bench-epochs' markers, which are added after
+    make bench's part the first time) with `text`; the rest of the page is kept."""
     doc = path.read_text() if path.is_file() else TEMPLATE
     if BEGIN not in doc or END not in doc:
         doc = doc.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = doc.split(BEGIN, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}")
+    begin, end = BEGIN, END
+    if epochs:
+        if EPOCHS_BEGIN not in doc or EPOCHS_END not in doc:
+            doc = doc.replace(END, f"{END}\n\n{EPOCHS_HEAD}\n\n{EPOCHS_BEGIN}\n{EPOCHS_END}", 1)
+        begin, end = EPOCHS_BEGIN, EPOCHS_END
+    head, rest = doc.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{rest.split(end, 1)[1]}")

@@ -276,6 +276,12 @@ def main() -> None:
     )
     parser.add_argument("--no-ddp", action="store_true", help="skip the 1- vs 2-rank CPU DDP comparison")
     parser.add_argument("--no-doc", action="store_true", help=f"print only; do not rewrite {DOC}")
+    parser.add_argument(
+        "--section",
+        choices=["bench", "epochs"],
+        default="bench",
+        help=f"the part of {DOC} to rewrite: make bench's (default) or make bench-epochs' (whole epochs)",
+    )
     args = parser.parse_args()
     args.limits = parse_limits(args.limit_batches, args.models)
     data_dir = os.environ.get("GENLAB_DATA_DIR")
@@ -309,7 +315,7 @@ def main() -> None:
     text = render(info, runs, TITLES, sys.argv[1:])
     print(text)
     if not args.no_doc:
-        write_doc(ROOT / DOC, text)
+        write_doc(ROOT / DOC, text, epochs=args.section == "epochs")
         print(f"wrote {DOC} (raw results: {work / 'results.json'})")
 
 

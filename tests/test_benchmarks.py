@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import baseline
-from benchmarks.bench_report import BEGIN, END, write_doc
+from benchmarks.bench_report import BEGIN, END, EPOCHS_BEGIN, EPOCHS_END, EPOCHS_HEAD, write_doc
 from benchmarks.train_speed import GENLAB_MODEL, genlab_params, shapes
 from tests.data_fixtures import write_mnist
 
@@ -72,6 +72,17 @@ def test_write_doc_replaces_only_the_text_between_the_markers(tmp_path):
     write_doc(doc, "new table\n")
     write_doc(doc, "newer table\n")
     assert doc.read_text() == f"# Title\nhand-written\n\n{BEGIN}\nnewer table\n{END}\n\n## Profile\nlead's text\n"
+
+
+def test_write_doc_keeps_make_bench_epochs_own_section_apart(tmp_path):
+    """make bench-epochs adds its markers after make bench's the first time, then rewrites only its own part."""
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n{BEGIN}\nbench table\n{END}\n\n## Profile\ntext\n")
+    write_doc(doc, "epochs table\n", epochs=True)
+    write_doc(doc, "newer epochs table\n", epochs=True)
+    write_doc(doc, "newer bench table\n")
+    epochs = f"{EPOCHS_HEAD}\n\n{EPOCHS_BEGIN}\nnewer epochs table\n{EPOCHS_END}"
+    assert doc.read_text() == f"# Title\n{BEGIN}\nnewer bench table\n{END}\n\n{epochs}\n\n## Profile\ntext\n"
 
 
 def test_quality_row_trains_evaluates_and_summarises_seeds(tmp_path, monkeypatch, capsys):
