@@ -71,16 +71,30 @@ def test_kid_is_torchmetrics_kid_computed_one_subset_at_a_time():
 
 def test_kid_with_every_fake_in_every_subset_is_torchmetrics_kid_with_one_kernel_per_subset(monkeypatch):
     """500 fakes and subsets of 500: the fake-fake kernel and the real-fake sums are computed once; the value is
-    torchmetrics' up to float64 summation order, and a subset makes one kernel (the general path makes three)."""
+    torchmetrics' up to float64 summation order, and a subset makes one kernel (the general path makes three).
+    With a memo kept with the real features, a second evaluation makes no kernel per subset, and its value is the
+    one it would have without the memo."""
     real, fake = gaussian_features(2500, 16, 0), gaussian_features(500, 16, 10, shift=0.3)
+    later = gaussian_features(500, 16, 20, shift=0.5)  # the next evaluation's fakes
     expected = torchmetrics_kid(real, fake, subsets=6, subset_size=500, seed=3)
     calls = []
     kernel = stats.poly_kernel
     monkeypatch.setattr(stats, "poly_kernel", lambda a, b: calls.append(len(a)) or kernel(a, b))
-    value = stats.kid(real, fake, subset_size=500, subsets=6, seed=3)
-    assert calls == [500, 1000, 1000, 500] + [500] * 6  # fakes, the real-fake sums in chunks, a kernel per subset
+    memo = {}
+    value = stats.kid(real, fake, subset_size=500, subsets=6, seed=3, memo=memo)
+    assert calls == [500] * 6 + [500, 1000, 1000, 500]  # a kernel per subset, the fakes, the real-fake sums
     assert value == pytest.approx(expected, rel=1e-9, abs=1e-12)
-    assert value != pytest.approx(stats.kid(real, fake, subset_size=500, subsets=6, seed=4), rel=1e-9)
+    assert value == stats.kid(real, fake, subset_size=500, subsets=6, seed=3)  # the memo changes nothing
+    calls.clear()
+    assert stats.kid(real, later, subset_size=500, subsets=6, seed=3, memo=memo) == stats.kid(
+        real, later, subset_size=500, subsets=6, seed=3
+    )
+    assert calls[:4] == [500, 1000, 1000, 500]  # with the memo: the fakes and the real-fake sums only
+    assert stats.kid(real, later, subset_size=500, subsets=6, seed=3, memo=memo) == pytest.approx(
+        torchmetrics_kid(real, later, subsets=6, subset_size=500, seed=3), rel=1e-9, abs=1e-12
+    )
+    assert value != pytest.approx(stats.kid(real, fake, subset_size=500, subsets=6, seed=4, memo=memo), rel=1e-9)
+    assert sorted(memo) == [f"kid_real_draws/2500/500/6/{s}{end}" for s in (3, 4) for end in ("", "/sums")]
 
 
 def test_inception_score_known_answers():

@@ -29,7 +29,7 @@ def classifier_metrics(
         agreement[keys.CLASS_AGREEMENT] = float((fake["probs"].argmax(1) == fake["labels"]).float().mean())
     return agreement | {
         keys.CFID: stats.fid(real["features"], fake["features"]),
-        keys.CKID: stats.kid(real["features"], fake["features"], kid_subset_size, kid_subsets),
+        keys.CKID: stats.kid(real["features"], fake["features"], kid_subset_size, kid_subsets, memo=real),
         keys.CIS: stats.inception_score(fake["probs"]),
         keys.MODES: float(stats.mode_coverage(fake_hist)),
         keys.CLASS_KL: stats.class_kl(fake_hist, real_hist),
@@ -44,7 +44,7 @@ def inception_metrics(
     """Inception FID and KID."""
     return {
         keys.FID: stats.fid(real["features"], fake["features"]),
-        keys.KID: stats.kid(real["features"], fake["features"], kid_subset_size, kid_subsets),
+        keys.KID: stats.kid(real["features"], fake["features"], kid_subset_size, kid_subsets, memo=real),
     }
 
 

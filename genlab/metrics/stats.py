@@ -36,7 +36,14 @@ def fid(real: Tensor, fake: Tensor) -> float:
     return float(metric.compute())
 
 
-def kid(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100, seed: int = 0) -> float:
+def kid(
+    real: Tensor,
+    fake: Tensor,
+    subset_size: int = 1000,
+    subsets: int = 100,
+    seed: int = 0,
+    memo: dict[str, Tensor] | None = None,
+) -> float:
     """Kernel Inception Distance (Bińkowski et al. 2018), mean over `subsets` random subsets: torchmetrics'
     `KernelInceptionDistance.compute`, one subset at a time (the same draws from the global RNG, in the same
     order, and its `poly_mmd`), with the heap's free pages handed back between subsets. Each subset makes three
@@ -46,34 +53,62 @@ def kid(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100,
     When every fake image is in every subset (`len(fake) <= subset_size`, as in the per-epoch evaluation of
     1,000 samples), a subset's fake draw is a permutation of them all: the fake-fake kernel's sum and each real
     image's kernel sum over the fakes are then the same in every subset and are computed once, so a subset
-    makes one kernel instead of three (the same value up to float64 summation order)."""
+    makes one kernel instead of three (the same value up to float64 summation order). That kernel, of the
+    subset's real draw, depends only on `real` and on the draws, which `seed` and the sizes fix: with a `memo`
+    dict that is kept with `real` (a reference's features), the draws and each one's kernel sum are stored in it
+    and later evaluations against the same `real` make no kernel per subset (the same values, not recomputed)."""
     size = min(subset_size, len(real), len(fake))
     real, fake = real.double(), fake.double()
-    every_fake = size == len(fake)
-    if every_fake:
-        fake_fake = poly_kernel(fake, fake)
-        fake_sum = fake_fake.sum() - fake_fake.diagonal().sum()
-        del fake_fake
-        real_fake_sums = torch.cat([poly_kernel(chunk, fake).sum(1) for chunk in real.split(1000)])
+    if size == len(fake):
+        return _kid_every_fake(real, fake, subsets, seed, memo)
     scores = []
     with torch.random.fork_rng():  # KID draws its subsets from the global RNG
         torch.manual_seed(seed)
         for _ in range(subsets):
             real_idx = torch.randperm(len(real))[:size]
-            fake_idx = torch.randperm(len(fake))[:size]  # drawn in every case: the real draws stay torchmetrics'
-            if every_fake:
-                subset = real[real_idx]
-                real_real = poly_kernel(subset, subset)  # one tensor on both sides: BLAS's symmetric product
-                real_sum = real_real.sum() - real_real.diagonal().sum()
-                del real_real
-                score = (real_sum + fake_sum) / (size * (size - 1)) - 2 * real_fake_sums[real_idx].sum() / size**2
-                scores.append(score)
-            else:
-                f_real, f_fake = real[real_idx], fake[fake_idx]
-                scores.append(poly_mmd(f_real, f_fake))
-                del f_real, f_fake
+            fake_idx = torch.randperm(len(fake))[:size]
+            f_real, f_fake = real[real_idx], fake[fake_idx]
+            scores.append(poly_mmd(f_real, f_fake))
+            del f_real, f_fake
             release_free_memory()
     return float(torch.stack(scores).mean())
+
+
+def _kid_every_fake(real: Tensor, fake: Tensor, subsets: int, seed: int, memo: dict[str, Tensor] | None) -> float:
+    """`kid` when its subsets hold every fake (float64 `real` `[N, D]`, `fake` `[n, D]`, subsets of n)."""
+    size = len(fake)
+    key = f"kid_real_draws/{len(real)}/{size}/{subsets}/{seed}"
+    if memo is not None and key in memo:
+        draws, real_sums = memo[key], memo[key + "/sums"]
+    else:
+        draws, real_sums = _kid_real_draws(real, size, subsets, seed)
+        if memo is not None:
+            memo[key], memo[key + "/sums"] = draws, real_sums
+    fake_fake = poly_kernel(fake, fake)
+    fake_sum = fake_fake.sum() - fake_fake.diagonal().sum()
+    del fake_fake
+    real_fake_sums = torch.cat([poly_kernel(chunk, fake).sum(1) for chunk in real.split(1000)])
+    scores = (real_sums + fake_sum) / (size * (size - 1)) - 2 * real_fake_sums[draws].sum(1) / size**2
+    release_free_memory()
+    return float(scores.mean())
+
+
+def _kid_real_draws(real: Tensor, size: int, subsets: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The real draw of each of `kid`'s subsets (`[subsets, size]`: torchmetrics' draws, a fake draw of `size`
+    after each, from the global RNG seeded with `seed`) and the off-diagonal sum of each draw's kernel
+    `[subsets]`."""
+    draws, sums = [], []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(subsets):
+            draws.append(torch.randperm(len(real))[:size])
+            torch.randperm(size)  # the fake draw, a permutation of every fake: it moves the RNG as torchmetrics'
+            subset = real[draws[-1]]
+            real_real = poly_kernel(subset, subset)  # one tensor on both sides: BLAS's symmetric product
+            sums.append(real_real.sum() - real_real.diagonal().sum())
+            del real_real, subset
+            release_free_memory()
+    return torch.stack(draws), torch.stack(sums)
 
 
 def inception_score(probs: Tensor, splits: int = 10) -> float:
