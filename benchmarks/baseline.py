@@ -149,6 +149,11 @@ def log_batch(epoch: int, epochs: int, i: int, n: int, d_loss: torch.Tensor, g_l
     print(f"[Epoch {epoch}/{epochs}] [Batch {i}/{n}] [D loss: {d_loss.item()}] [G loss: {g_loss.item()}]")
 
 
+# the wall-clock time at the start of every MARK_EVERY-th batch of the run (`marks` in the report; genlab's
+# BenchTimer records the same): how the time per batch moves over a run
+MARK_EVERY = 100
+
+
 def train_gan(model: str, data, epochs: int, limit: int, report: dict) -> None:
     nets = build(model)
     generator, discriminator = nets["generator"], nets["discriminator"]
@@ -166,6 +171,8 @@ def train_gan(model: str, data, epochs: int, limit: int, report: dict) -> None:
             if i == limit:
                 break
             report.setdefault("first_step_time", time.time())
+            if report["batches"] % MARK_EVERY == 0:
+                report.setdefault("marks", []).append(time.time())
             z = torch.randn(imgs.size(0), LATENT[model])
             if model == "dcgan":  # dcgan.py: G first, its batch reused (detached) for D
                 opt_g.zero_grad()
@@ -215,6 +222,8 @@ def train_vae(data, epochs: int, limit: int, report: dict) -> None:
             if i == limit:
                 break
             report.setdefault("first_step_time", time.time())
+            if report["batches"] % MARK_EVERY == 0:
+                report.setdefault("marks", []).append(time.time())
             optimizer.zero_grad()
             logits, mu, logvar = model(imgs)
             target = (imgs.view(imgs.size(0), -1) + 1) / 2  # [-1, 1] -> [0, 1]

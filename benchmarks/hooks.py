@@ -19,6 +19,8 @@ from pathlib import Path
 
 import lightning.pytorch as L
 
+from benchmarks.baseline import MARK_EVERY
+
 HOOKS = (
     "on_fit_start",
     "on_train_start",
@@ -50,6 +52,7 @@ class BenchTimer(L.Callback):
         self.checkpoint = {"seconds": 0.0, "count": 0}
         self.callbacks: dict[str, float] = defaultdict(float)
         self.validation = {"seconds": 0.0, "start": 0.0}
+        self.marks: list[tuple[float, float]] = []  # (time.time(), batch_seconds) at every MARK_EVERY-th batch
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -92,6 +95,8 @@ class BenchTimer(L.Callback):
         if batch_idx > 0 and self.last_end is not None:  # fetching this batch: a per-batch cost
             self.batch_seconds += now - self.last_end
         self.batch_start = now
+        if self.batches % MARK_EVERY == 0:
+            self.marks.append((time.time(), self.batch_seconds))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.last_end = time.perf_counter()
@@ -117,6 +122,7 @@ class BenchTimer(L.Callback):
             "checkpoints": self.checkpoint["count"],
             "validation_seconds": self.validation["seconds"],
             "callback_seconds": dict(self.callbacks),
+            "marks": self.marks,
         }
         path = self.path
         if trainer.global_rank > 0:
