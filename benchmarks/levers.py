@@ -19,6 +19,7 @@ Prints ms per batch (median of 3 timed windows after a warm-up) and the ratio to
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -34,12 +35,26 @@ from genlab.utils.speed import native_bf16
 BATCH = 64
 
 
+@contextlib.contextmanager
+def frozen(net: nn.Module):
+    """`net`'s parameters without gradients for the block: D during G's step, as Lightning's `toggle_optimizer`
+    leaves it in genlab (the backward then computes no weight gradients for D, only those of its inputs)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def wasserstein_g_step(g: nn.Module, d: nn.Module, opt: torch.optim.Optimizer, bf16: bool) -> None:
-    """G's step of a WGAN (after every 5th critic step): minimise -D(G(z)) on fresh noise."""
-    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    """G's step of a WGAN (after every 5th critic step): minimise -D(G(z)) on fresh noise, D frozen."""
+    with frozen(d), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         g_loss = -d(g(torch.randn(BATCH, 100)))[0].float().mean()
-    opt.zero_grad(set_to_none=True)
-    g_loss.backward()
+        opt.zero_grad(set_to_none=True)
+        g_loss.backward()
     opt.step()
 
 
@@ -117,10 +132,11 @@ def dcgan(variant: set[str], width: int = 64, d_norm: str = "batch", batch: int 
         od.zero_grad(set_to_none=True)
         loss.backward()
         od.step()
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            g_loss = bce(d(fake if reuse else g(torch.randn(batch, 100)))[0].float(), ones)
-        og.zero_grad(set_to_none=True)
-        g_loss.backward()
+        with frozen(d):  # as genlab's G step: no weight gradients for D
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                g_loss = bce(d(fake if reuse else g(torch.randn(batch, 100)))[0].float(), ones)
+            og.zero_grad(set_to_none=True)
+            g_loss.backward()
         og.step()
 
     return step

@@ -207,6 +207,23 @@ def test_levers_wgan_gp_step_trains_both_players_and_defaults_follow_native_bf16
     assert seen and all("bf16" not in variant for _, variant in seen)
 
 
+def test_levers_g_step_computes_no_weight_gradients_for_d():
+    """As Lightning's toggle_optimizer in genlab: D is frozen in G's step, and trainable again after it."""
+    import torch
+
+    from benchmarks import levers
+
+    class Critic(torch.nn.Linear):  # returns a tuple, as genlab's DiscriminatorHeads
+        def forward(self, x):
+            return (super().forward(x),)
+
+    g, d = torch.nn.Linear(100, 784), Critic(784, 1)
+    before = g.weight.detach().clone()
+    levers.wasserstein_g_step(g, d, torch.optim.SGD(g.parameters(), lr=0.1), bf16=False)
+    assert all(p.grad is None and p.requires_grad for p in d.parameters())
+    assert g.weight.grad is not None and not torch.equal(g.weight, before)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--json", "t.json"], "needs --defaults"), (["--defaults", "--json", "no_dir/t.json"], "does not exist")],
