@@ -179,10 +179,11 @@ def test_sigterm_to_rank_0_stops_every_rank_at_one_batch_with_a_checkpoint_and_r
     assert all(a[4] == b[4] for a, b in zip(*draws, strict=True))  # the same weights on both ranks throughout
 
 
-@pytest.mark.parametrize("model", ["wgan_gp", "vae", "vqvae"])
+@pytest.mark.parametrize("model", ["wgan_gp", "dcgan_paper", "vae", "vqvae"])
 def test_model_trains_under_ddp(tmp_path, model):
     """A fresh run in the default run dir (under paths.log_dir): the child process makes no second one. The
-    VQ-VAE's ranks talk through gloo (`GENLAB_LOCAL_ALLREDUCE=0`), the others' through shared memory."""
+    VQ-VAE's ranks talk through gloo (`GENLAB_LOCAL_ALLREDUCE=0`), the others' through shared memory.
+    `dcgan_paper` keeps G's graph from the D step for G's step (`reuse_fake`)."""
     here = "${hydra:runtime.output_dir}"
     plots = [] if model == "vae" else list(NO_PLOTS)
     if model == "vqvae":  # without a prior it is not scored: no need for the dataset classifier
@@ -195,11 +196,11 @@ def test_model_trains_under_ddp(tmp_path, model):
     assert f"between the ranks through {transport}" in (out / "train.log").read_text()
     evaluations = check_synced(out, n_evaluations=2)
     check_ranks_drew_differently(out, [[0, b] for b in range(BATCHES)])
-    headline = {"wgan_gp": "wasserstein", "vae": "nelbo", "vqvae": "perplexity"}[model]
+    headline = {"wgan_gp": "wasserstein", "dcgan_paper": "jsd", "vae": "nelbo", "vqvae": "perplexity"}[model]
     assert {f"val/{headline}", f"test/{headline}"} <= {k for e in evaluations for k in e}
     assert (out / "samples" / "epoch_000.png").is_file() and (out / "report.md").is_file()
     assert (out / "latent" / "tsne.png").is_file() == (model == "vae")
-    assert (out / "reconstructions" / "epoch_000.png").is_file() == (model != "wgan_gp")
+    assert (out / "reconstructions" / "epoch_000.png").is_file() == (model in ("vae", "vqvae"))
     assert (out / "sample_quality.jsonl").is_file() == (model != "vqvae")
 
 

@@ -204,6 +204,7 @@ def test_bigan_r1_takes_the_gradient_with_respect_to_both_halves_of_the_real_pai
         ({"instance_noise": 0.1}, "instance_noise=0.1 with instance_noise_steps=0 is invalid"),
         ({"ema_decay": 1.0}, "model.ema_decay=1.0 is out of range"),
         ({"lr_d": 0.0}, "model.lr_d=0.0 is invalid"),
+        ({"reuse_fake": "yes"}, "model.reuse_fake='yes' is invalid; expected true or false"),
         (
             {"conditional": True},
             "model.conditional=true \\(e.g. model=acgan\\) needs labelled data, but data.num_classes=0",
@@ -604,3 +605,31 @@ def test_discriminator_accuracy_is_logged(tmp_path):
     model = gan()
     trainer = fit(model, tmp_path, batches=2)
     assert {"train/d_acc_real_epoch", "train/d_acc_fake_epoch", "train/jsd_epoch"} <= set(trainer.callback_metrics)
+
+
+@pytest.mark.parametrize(("reuse", "n_critic"), [(False, 1), (True, 1), (True, 2)])
+def test_reuse_fake_trains_g_on_the_d_steps_batch_with_one_g_forward(tmp_path, reuse, n_critic):
+    """reuse_fake: the first G step after a D step scores the very batch D was shown (G's graph kept), and G runs
+    once on such a batch; without it G's step draws fresh noise and runs G again."""
+    model = gan(reuse_fake=reuse, n_critic=n_critic)
+    g_calls, d_inputs = [], []
+    model.generator.register_forward_hook(lambda m, i, o: g_calls.append(o.requires_grad))
+    model.discriminator.register_forward_pre_hook(
+        lambda m, args, kwargs: d_inputs.append(args[0].detach().clone()), with_kwargs=True
+    )
+    fit(model, tmp_path, batches=4)
+    g_batches = 4 // n_critic
+    # the MLP critic has no BatchNorm: a D step is one forward on real and fake joint, a G step one on fake
+    steps = [("d", x) if len(x) == 32 else ("g", x) for x in d_inputs]
+    assert [kind for kind, _ in steps].count("g") == g_batches
+    for i, (kind, x) in enumerate(steps):
+        if kind == "g":
+            assert steps[i - 1][0] == "d"
+            assert torch.equal(x, steps[i - 1][1][16:]) == reuse  # the D step's generated half
+    assert len(g_calls) == 4 + (0 if reuse else g_batches)
+    assert g_calls.count(True) == g_batches  # with a graph: the batches G trains on
+
+
+def test_reuse_fake_is_refused_by_bigan():
+    with pytest.raises(ConfigError, match="model.reuse_fake=true is not supported by bigan"):
+        gan(cls=BiGAN, reuse_fake=True)

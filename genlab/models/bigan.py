@@ -21,6 +21,10 @@ class BiGAN(GAN):
     def __init__(self, generator: nn.Module, encoder: nn.Module, discriminator: nn.Module, **kwargs) -> None:
         if kwargs.get("conditional"):
             raise ConfigError("model.conditional=true is not supported by bigan; expected false")
+        if kwargs.get("reuse_fake"):
+            raise ConfigError(
+                "model.reuse_fake=true is not supported by bigan (its G and E train on pairs); expected false"
+            )
         if kwargs.get("loss") == "wasserstein_gp":
             raise ConfigError("model.loss=wasserstein_gp is not supported by bigan (its critic takes (x, z) pairs)")
         super().__init__(generator, discriminator, **kwargs)

@@ -8,7 +8,9 @@ ACGAN: Odena et al. 2017 (https://arxiv.org/abs/1610.09585).
 
 Stepping (`genlab.models.schedule.Schedule`): each batch is one D step on that real batch; after every
 `n_critic`-th batch come `n_gen` G steps, each on fresh noise (as in Algorithm 1 of both the GAN and
-the WGAN papers). `trainer.max_steps` counts **generator steps** for this module.
+the WGAN papers). With `reuse_fake=true`, the first G step after a D step trains on that D step's generated
+batch instead, G's graph kept from its one forward (as the DCGAN paper's code, dcgan.torch, and PyTorch's
+examples/dcgan do): one G forward a batch fewer. `trainer.max_steps` counts **generator steps** for this module.
 """
 
 import copy
@@ -61,6 +63,7 @@ class GAN(GenerativeModule):
         r1_every: int = 1,
         n_critic: int = 1,
         n_gen: int = 1,
+        reuse_fake: bool = False,
         skip_d_every: int = 0,
         d_only_every: int = 0,
         g_only_every: int = 0,
@@ -102,6 +105,10 @@ class GAN(GenerativeModule):
                 "model.discriminator.norm=layer (model=wgan_gp_paper does) or none"
             )
         self.schedule = Schedule(n_critic, n_gen, skip_d_every, d_only_every, g_only_every)
+        if not isinstance(reuse_fake, bool):
+            raise ConfigError(f"model.reuse_fake={reuse_fake!r} is invalid; expected true or false")
+        self.reuse_fake = reuse_fake
+        self._kept_fake: tuple[Tensor, Tensor | None] | None = None  # the D step's batch, for G's next step
         if isinstance(r1_gamma, bool) or not (isinstance(r1_gamma, int | float) and r1_gamma >= 0):
             raise ConfigError(f"model.r1_gamma={r1_gamma} is invalid; expected a number >= 0 (0: no R1 penalty)")
         if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
@@ -207,14 +214,19 @@ class GAN(GenerativeModule):
         opt_g, opt_d = self.optimizers()
         d_step, g_steps = self.schedule.plan(self.steps["batches"], self.current_epoch)
         logs: dict[str, Tensor] = {}
-        if d_step:
-            logs |= self._step_player("d", opt_d, self.discriminator_loss, x, y)
-            self.objective.after_d_step(self.discriminator)
-        for _ in range(g_steps):
-            logs |= self._step_player("g", opt_g, self.generator_loss, x, y)
-            self._update_ema()
-            if self.scheduler_interval == "g_step":
-                self._step_schedulers()
+        if d_step and g_steps and self.reuse_fake:  # outside D's toggle, which would turn G's gradients off
+            self._kept_fake = self._fake(x.shape[0])
+        try:
+            if d_step:
+                logs |= self._step_player("d", opt_d, self.discriminator_loss, x, y)
+                self.objective.after_d_step(self.discriminator)
+            for _ in range(g_steps):
+                logs |= self._step_player("g", opt_g, self.generator_loss, x, y)
+                self._update_ema()
+                if self.scheduler_interval == "g_step":
+                    self._step_schedulers()
+        finally:
+            self._kept_fake = None  # G's graph is not kept past its batch
         self.steps["batches"] += 1
         # Per epoch: after the epoch's last batch, where Lightning steps its own schedulers. Not in
         # on_train_epoch_end: callbacks run theirs first, so Interruption's checkpoint would miss this step.
@@ -276,8 +288,11 @@ class GAN(GenerativeModule):
         return real, fake
 
     def discriminator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.no_grad():
-            fake, y_fake = self._fake(x.shape[0])
+        if self._kept_fake is not None:  # reuse_fake: G's next step trains on this batch
+            fake, y_fake = self._kept_fake[0].detach(), self._kept_fake[1]
+        else:
+            with torch.no_grad():
+                fake, y_fake = self._fake(x.shape[0])
         real_in, fake_in = self._noisy(x), self._noisy(fake)
         r1_step = self._r1_step()
         if r1_step:
@@ -331,7 +346,8 @@ class GAN(GenerativeModule):
         return (out[:n], None if aux is None else aux[:n]), (out[n:], None if aux is None else aux[n:])
 
     def generator_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        fake, y_fake = self._fake(x.shape[0])
+        kept, self._kept_fake = self._kept_fake, None  # reuse_fake: the D step's batch, for the first G step only
+        fake, y_fake = kept if kept is not None else self._fake(x.shape[0])
         fake_out, fake_aux = self.discriminator(self._noisy(fake), y=y_fake)
         loss = self.objective.g_loss(fake_out)
         if fake_aux is not None:
