@@ -140,7 +140,9 @@ def one_pair(model: str, args, env: dict, work: Path, r: int) -> dict:
             rec["batch_seconds"] = summary["end_time"] - summary["first_step_time"]  # its loop does nothing else
         else:
             run_dir = work / f"{model}-genlab-{r}"
+            floor = timed(FLOOR_CMD, env, n=1)  # paired: the machine's speed moves by ±15-25% over a bench
             out[side] = run_child(genlab_cmd(model, args, run_dir, report), env, report)
+            out[side]["floor"] = floor
             shutil.rmtree(run_dir, ignore_errors=True)
         rec = out[side]
         print(
@@ -150,6 +152,10 @@ def one_pair(model: str, args, env: dict, work: Path, r: int) -> dict:
             flush=True,
         )
     return out
+
+
+# the start-up floor: a process's start to the end of `import lightning.pytorch` (see `startup`)
+FLOOR_CMD = [sys.executable, "-c", "import lightning.pytorch, os; os._exit(0)"]
 
 
 def timed(cmd: list[str], env: dict, n: int = 3) -> float:
@@ -167,7 +173,7 @@ def startup(env: dict) -> dict:
     The floor is a process's start to the end of that import: it ends in `os._exit(0)`, as the time to a first
     step includes no interpreter teardown (which takes 1.2 to 2 s more with torch loaded: genlab.utils.runner's
     `exit_now`; before session 16 the floor included it)."""
-    floor = timed([sys.executable, "-c", "import lightning.pytorch, os; os._exit(0)"], env)
+    floor = timed(FLOOR_CMD, env)
     help_time = timed([sys.executable, "-m", "genlab", "--help"], env)
     trace = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "genlab", "--help"],

@@ -174,6 +174,23 @@ def test_ceiling_is_the_import_floor_plus_the_bare_steps_against_the_baseline():
     rows = ceiling_table({"wgan_mlp": [pair, pair]}, info, {"wgan_mlp": "MLP WGAN"})
     assert rows[2] == "| MLP WGAN | 14.00 | 12.00 | 22.00 | **1.47×** | 1.20× | 1.25× | 2.0× |"
     assert ceiling_table({}, {"bare_ms": {}}, {}) == []  # no row with a throughput target in the run
+    paired = {side: dict(run, floor=4.0) for side, run in pair.items()}  # each run's own floor wins: 4 + 12 = 16 s
+    rows = ceiling_table({"wgan_mlp": [paired, paired]}, info, {"wgan_mlp": "MLP WGAN"})
+    assert rows[2] == "| MLP WGAN | 14.00 | 12.00 | 22.00 | **1.56×** | 1.27× | 1.25× | 2.0× |"
+
+
+def test_startup_beyond_the_floor_pairs_each_run_with_the_floor_timed_before_it():
+    """Runs at 6.0, 7.0 and 9.0 s with floors of 5.0, 5.5 and 7.0 s: 1.0, 1.5 and 2.0 beyond, median 1.5. Against
+    the one floor after the pairs (4.0 s) the median first step (7.0 s) would be 3.0 beyond."""
+    from benchmarks.bench_report import startup_lines
+
+    runs = {"m": [{"genlab": {"first_step": t, "floor": f}} for t, f in ((6.0, 5.0), (7.0, 5.5), (9.0, 7.0))]}
+    info = {"startup": {"floor": 4.0, "help": 1.0, "help_imports_torch": False}}
+    text = "\n".join(startup_lines(info, runs))
+    assert "| **1.50**; 1.00 to 2.00 |" in text and "| 5.50 |" in text
+    for run in runs["m"]:
+        del run["genlab"]["floor"]  # an older results.json: the floor after the pairs
+    assert "| **beyond the floor** | **3.00** |" in "\n".join(startup_lines(info, runs))
 
 
 def test_levers_wgan_gp_step_trains_both_players_and_defaults_follow_native_bf16(monkeypatch):
