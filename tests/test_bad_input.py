@@ -78,8 +78,9 @@ CONFIG_CASES = {
         ["+model.latnt_dim=3"],
         "model.latnt_dim is not an option of genlab.models.GAN; did you mean latent_dim? expected one of: generator, "
         "discriminator, latent_dim, optimizer_g, optimizer_d, lr, lr_g, lr_d, loss, saturating, clip_value, gp_weight, "
-        "r1_gamma, r1_every, n_critic, n_gen, skip_d_every, d_only_every, g_only_every, label_smoothing, label_flip, "
-        "instance_noise, instance_noise_steps, grad_clip_g, grad_clip_d, scheduler_g, scheduler_d, scheduler_interval, "
+        "r1_gamma, r1_every, n_critic, n_gen, reuse_fake, skip_d_every, d_only_every, g_only_every, label_smoothing, "
+        "label_flip, instance_noise, instance_noise_steps, grad_clip_g, grad_clip_d, scheduler_g, scheduler_d, "
+        "scheduler_interval, "
         "ema_decay, ema_warmup, ema_bn, init, spectral_norm, num_classes, conditional, aux_weight, class_head, "
         "aux_fake, recipe_epochs",
     ),
