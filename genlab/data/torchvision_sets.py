@@ -70,7 +70,10 @@ def read_idx(path: Path) -> np.ndarray:
                 raise corrupt(path, "not an idx file of bytes: bad magic number")
             dims = f.read(4 * magic[3])
             shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(magic[3]))
-            data = np.empty(shape, dtype=np.uint8)
+            # torch's allocator, not numpy's: numpy asks for huge pages for large arrays, and where the kernel
+            # compacts memory to find them at first touch (THP defrag `madvise`, as here) writing MNIST's 47 MB
+            # took 0.1 to 0.5 s against 0.035 s (docs/benchmarks.md, "Session 21")
+            data = torch.empty(shape, dtype=torch.uint8).numpy()
             view, read = memoryview(data.reshape(-1)), 0
             while read < data.size and (n := f.readinto(view[read : read + (1 << 20)])):  # 1 MB at a time
                 read += n
