@@ -41,6 +41,7 @@ NETS |= {
     "wgan_gp": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "dcgan": [*DCGAN, "data.hflip=true", f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
     "cgan": [*MLP, f"model.scheduler_g={COSINE}", f"model.scheduler_d={COSINE}"],
+    "dcgan_paper": DCGAN,  # BatchNorm in D, G's step on the D step's batch (reuse_fake)
 }
 MODELS = list(NETS)
 
