@@ -53,6 +53,8 @@ def _ranks(rank: int, world: int, store: str, out: str, mode: str) -> None:
                 local.all_reduce(t)
                 wrong += int(not torch.all(t == sum(i * world + r for r in range(world))))
             result["wrong"] = wrong
+        elif mode == "ddp":
+            result |= _ddp_runs(rank, local)
         elif mode == "die":
             if rank == 1:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -64,6 +66,55 @@ def _ranks(rank: int, world: int, store: str, out: str, mode: str) -> None:
     finally:
         if mode != "die":
             dist.destroy_process_group()
+
+
+class _Counting(dist.ProcessGroup):
+    """gloo's group, counting the calls that reach it."""
+
+    def __init__(self, inner: dist.ProcessGroup) -> None:
+        super().__init__(inner.rank(), inner.size())
+        self.inner, self.calls = inner, []
+
+    def allreduce(self, tensors, opts):
+        self.calls.append("allreduce")
+        return self.inner.allreduce(tensors, opts)
+
+    def broadcast(self, tensors, opts):
+        self.calls.append("broadcast")
+        return self.inner.broadcast(tensors, opts)
+
+
+def _ddp_runs(rank: int, local) -> dict:
+    """The same 6 backwards of a two-player model under DDP with `find_unused_parameters` (each backward uses one
+    player, as a GAN's do), on gloo and through `LocalProcessGroup`: the weights, and the calls that reached gloo."""
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+
+    from genlab.utils.local_comm import LocalProcessGroup
+
+    out = {}
+    for name in ("gloo", "local"):
+        torch.manual_seed(0)
+        g, d = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 4)), nn.Linear(4, 1)
+        players = nn.ModuleDict({"g": g, "d": d})
+        players.forward = lambda x, g=g, d=d: d(g(x))
+        wrapped = DistributedDataParallel(players, find_unused_parameters=True)
+        gloo = _Counting(wrapped.process_group)
+        wrapped._update_process_group(LocalProcessGroup(local, gloo) if name == "local" else gloo)
+        sgd = torch.optim.SGD(players.parameters(), lr=0.1)
+        data = torch.Generator().manual_seed(rank)
+        for i in range(6):
+            for p in g.parameters():
+                p.requires_grad_(i % 2 == 0)
+            for p in d.parameters():
+                p.requires_grad_(i % 2 == 1)
+            sgd.zero_grad()
+            wrapped(torch.randn(5, 4, generator=data)).square().mean().backward()
+            sgd.step()
+        out[name] = [p.detach().clone() for p in players.parameters()]
+        out[f"{name} buffers"] = [b.clone() for b in players.buffers()]
+        out[f"{name} gloo calls"] = gloo.calls
+    return out
 
 
 def spawn(tmp_path, world: int, mode: str = "reduce", join: bool = True) -> list[dict]:
@@ -99,6 +150,22 @@ def test_sums_equal_gloos_and_broadcast_copies_rank_src(tmp_path, world):
     # and the sums are sums: gloo's agree with adding the ranks' tensors here
     total = sum(_tensors(r)["i64"] for r in range(world))
     assert torch.equal(results[0]["i64"][0], total)
+
+
+def test_ddps_own_calls_go_through_shared_memory_with_gloos_results(tmp_path):
+    """DDP with `find_unused_parameters` all-reduces its map of used parameters after every backward, and its
+    gradients, and broadcasts rank 0's buffers before every forward. Through `LocalProcessGroup` none of these
+    reaches gloo, and 6 steps of a two-player model (one player per backward) end with the same weights and
+    BatchNorm statistics, bit for bit, as on gloo, and with the same weights on both ranks."""
+    results = spawn(tmp_path, 2, mode="ddp")
+    for result in results:
+        assert result["gloo gloo calls"].count("allreduce") >= 12  # the test's counter sees gloo's calls
+        assert result["local gloo calls"] == []
+        for kind in ("local", "local buffers"):
+            theirs = result[kind.replace("local", "gloo")]
+            assert all(torch.equal(a, b) for a, b in zip(result[kind], theirs, strict=True))
+        # the gradients were averaged: both ranks hold the same weights (each keeps its own running statistics)
+        assert all(torch.equal(a, b) for a, b in zip(result["local"], results[0]["local"], strict=True))
 
 
 def test_a_rank_late_to_read_still_gets_the_right_sums(tmp_path):

@@ -99,6 +99,72 @@ class LocalGroup:
                 raise PeerGone(f"local all-reduce: rank {peer} ended while rank {self.rank} waited for it")
 
 
+class _Done(dist.Work):
+    """A collective that finished before its call returned (every `LocalGroup` call does)."""
+
+    def __init__(self, result: list[torch.Tensor]) -> None:
+        super().__init__()
+        self._future: torch.futures.Future = torch.futures.Future()
+        self._future.set_result(result)
+
+    def wait(self, timeout: object = None) -> bool:
+        return True
+
+    def is_completed(self) -> bool:
+        return True
+
+    def get_future(self) -> torch.futures.Future:
+        return self._future
+
+
+class LocalProcessGroup(dist.ProcessGroup):
+    """A process group for DDP's own collectives whose sums and broadcasts of CPU tensors go through a
+    `LocalGroup`; every other call goes to `fallback`, the group DDP was built with (gloo).
+
+    Why: with `find_unused_parameters=True` (a GAN steps one player per backward), DDP's reducer all-reduces its
+    map of used parameters after every backward and waits for it. Through gloo that small call cost a CPU rank
+    14 to 16% of its step (`py-spy record --native --idle` of the MLP WGAN's 2 ranks; docs/benchmarks.md,
+    "Session 22"). Installed by `genlab.utils.speed.cpu_ddp_transport` through DDP's `_update_process_group`."""
+
+    def __init__(self, local: LocalGroup, fallback: dist.ProcessGroup) -> None:
+        super().__init__(fallback.rank(), fallback.size())
+        self.local, self.fallback = local, fallback
+
+    def getBackendName(self) -> str:  # noqa: N802  (c10d's name)
+        return "genlab-shm"
+
+    def allreduce(self, tensors: list[torch.Tensor], opts: object) -> dist.Work:
+        if opts.reduceOp != dist.ReduceOp.SUM or any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
+            return self.fallback.allreduce(tensors, opts)
+        for tensor in tensors:
+            self.local.all_reduce(tensor)
+        return _Done(tensors)
+
+    def broadcast(self, tensors: list[torch.Tensor], opts: object) -> dist.Work:
+        if any(t.device.type != "cpu" for t in tensors):
+            return self.fallback.broadcast(tensors, opts)
+        self.local.broadcast(tensors, src=opts.rootRank)
+        return _Done(tensors)
+
+
+def _to_fallback(name: str):  # noqa: ANN202
+    def call(self: LocalProcessGroup, *args: object) -> dist.Work:
+        return getattr(self.fallback, name)(*args)
+
+    call.__name__ = name
+    return call
+
+
+# c10d's other collectives (DDP makes none of them once built): as the group DDP was built with
+for _name in (
+    "allgather", "_allgather_base", "allgather_coalesced", "allgather_into_tensor_coalesced", "allreduce_coalesced",
+    "alltoall", "alltoall_base", "barrier", "gather", "reduce", "reduce_scatter", "_reduce_scatter_base",
+    "reduce_scatter_tensor_coalesced", "scatter", "send", "recv", "recv_anysource", "monitored_barrier",
+):  # fmt: skip
+    if hasattr(dist.ProcessGroup, _name):
+        setattr(LocalProcessGroup, _name, _to_fallback(_name))
+
+
 def _host() -> tuple:
     boot = Path("/proc/sys/kernel/random/boot_id")
     return socket.gethostname(), boot.read_text().strip() if boot.is_file() else None

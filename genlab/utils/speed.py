@@ -175,6 +175,8 @@ def cpu_ddp_transport(module: nn.Module) -> str | None:
 
     - the gradients: `stepped_player_allreduce`, on either transport;
     - the buffers (DDP broadcasts rank 0's before each training forward): `buffers_from_rank_0`;
+    - DDP's own calls, such as its all-reduce of the map of used parameters after every backward
+      (`find_unused_parameters`): `local_comm.LocalProcessGroup`;
     - `module.local_group` is set (None elsewhere): `genlab.callbacks.Interruption` broadcasts rank 0's SIGTERM
       flag through it before every training batch."""
     from torch.nn.parallel import DistributedDataParallel
@@ -193,4 +195,8 @@ def cpu_ddp_transport(module: nn.Module) -> str | None:
         from torch.nn.parallel.distributed import _BufferCommHookLocation
 
         wrapped._register_buffer_comm_hook(local, buffers_from_rank_0, _BufferCommHookLocation.PRE_FORWARD)
+    if hasattr(wrapped, "_update_process_group"):  # private in torch (since 2.6); gloo carries the rest without
+        from genlab.utils.local_comm import LocalProcessGroup
+
+        wrapped._update_process_group(LocalProcessGroup(local, wrapped.process_group))
     return "shared memory"
