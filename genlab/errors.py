@@ -48,6 +48,10 @@ class DivergenceError(GenlabError):
     """Training produced a non-finite loss, gradient or state."""
 
 
+class PeerProcessLost(GenlabError):
+    """Another process of a DDP run ended (killed, out of memory, its own error) while this one waited for it."""
+
+
 class TrainingInterrupted(GenlabError):
     """SIGTERM or SIGINT stopped training after a resumable checkpoint was written."""
 

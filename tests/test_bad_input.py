@@ -182,6 +182,28 @@ def test_a_bad_recipe_length_is_refused_before_the_run_starts(tmp_path, value, m
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        "PeerGone: local all-reduce: rank 1 ended while rank 0 waited for it",
+        "RuntimeError: [../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:47804. This is "
+        "typically caused by a remote worker crashing. Check the logs of the remote worker before reporting an error.",
+    ],
+)
+def test_a_ddp_rank_that_died_is_reported_as_that_not_as_a_bug_in_genlab(error):
+    """Rank 1 killed (out of memory, `kill -9`) while rank 0 waited for it in an all-reduce, through genlab's
+    shared memory or gloo: one line saying so and where to look, not "internal error ... a bug in genlab"
+    (checked by hand: `kill -9` of rank 1 of a `trainer=ddp_cpu` run printed that before)."""
+    from genlab.utils.local_comm import PeerGone
+
+    kind, text = error.split(": ", 1)
+    err = PeerGone(text) if kind == "PeerGone" else RuntimeError(text)
+    shown = user_error(err)
+    assert shown is not None and str(shown).startswith("another process of this DDP run ended while this one")
+    assert text.splitlines()[0] in str(shown) and "resume=<run dir>" in str(shown)
+    assert user_error(RuntimeError("boom: a bug in a callback")) is None
+
+
 def test_lightning_misconfiguration_outside_trainer_construction_is_not_blamed_on_the_user():
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 

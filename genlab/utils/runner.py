@@ -32,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genlab.errors import ConfigError, GenlabError, SweepError, TrainingInterrupted, genlab_cause
+from genlab.errors import ConfigError, GenlabError, PeerProcessLost, SweepError, TrainingInterrupted, genlab_cause
 from genlab.utils import outputs
 from genlab.utils.console import tidy_logging
 
@@ -176,7 +176,30 @@ def user_error(err: BaseException) -> BaseException | None:
         return err
     if type(err).__name__ == "MisconfigurationException" and _raised_in_trainer_init(err):
         return ConfigError(f"trainer config: {err}")  # Lightning's own check of a trainer.* value
+    if _peer_lost(err):
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return PeerProcessLost(
+            f"another process of this DDP run ended while this one waited for it ({first}); that process's own "
+            f"output says why (killed, out of memory, an error of its own). `resume=<run dir>` continues from "
+            f"checkpoints/last.ckpt where one was written"
+        )
     return None
+
+
+# what a rank meets when another rank's process is gone: genlab's shared-memory transport, then gloo's TCP
+_PEER_LOST = (
+    "local all-reduce: another rank ended",  # PeerGone, re-raised by c10d from genlab's process group
+    "ended while rank",
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "caused by a remote worker crashing",
+)
+
+
+def _peer_lost(err: BaseException) -> bool:
+    if type(err).__name__ == "PeerGone":  # genlab.utils.local_comm (not imported here: it imports torch)
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _PEER_LOST)
 
 
 def _raised_in_trainer_init(err: BaseException) -> bool:
