@@ -82,7 +82,7 @@ class GenerativeModule(L.LightningModule, metaclass=ABCMeta):
 
         transport = cpu_ddp_transport(self)
         if transport is not None and self.global_rank == 0:
-            log.info("CPU DDP: gradients and buffers go between the ranks through %s", transport)
+            log.info("CPU DDP: gradients, buffers and DDP's own calls go between the ranks through %s", transport)
 
     def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> int | None:
         self.noise.manual_seed(self._position_seed("train", self.current_epoch, batch_idx))

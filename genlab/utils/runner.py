@@ -188,8 +188,8 @@ def user_error(err: BaseException) -> BaseException | None:
 
 # what a rank meets when another rank's process is gone: genlab's shared-memory transport, then gloo's TCP
 _PEER_LOST = (
-    "local all-reduce: another rank ended",  # PeerGone, re-raised by c10d from genlab's process group
-    "ended while rank",
+    "local all-reduce: another rank ended",  # PeerGone's two messages, also when c10d re-raises them from
+    "ended while rank",  # genlab's process group as a RuntimeError
     "Connection closed by peer",
     "Connection reset by peer",
     "caused by a remote worker crashing",
